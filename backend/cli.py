@@ -1,0 +1,85 @@
+"""``prelabel`` command: ``serve`` runs the backend under gunicorn; ``adapters`` lists the models."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``prelabel`` console script."""
+    parser = argparse.ArgumentParser(prog="prelabel", description="Label Studio ML backend for zero-shot prelabels.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the ML backend with gunicorn")
+    serve.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"), help="bind address (env HOST)")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "9090")), help="port (env PORT)")
+    serve.add_argument(
+        "--workers", type=int, default=int(os.environ.get("WORKERS", "1")), help="processes; each loads its own models"
+    )
+    serve.add_argument(
+        "--threads", type=int, default=int(os.environ.get("THREADS", "8")), help="request threads per process"
+    )
+    serve.add_argument("--timeout", type=int, default=int(os.environ.get("GUNICORN_TIMEOUT", "300")))
+    commands.add_parser("adapters", help="list the model names usable in extra_params")
+    args = parser.parse_args(argv)
+    if args.command == "adapters":
+        from model_adapters.registry import available_adapters
+
+        print("\n".join(available_adapters()))
+        return 0
+    return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from backend.settings import ServerSettings, SettingsError
+
+    try:
+        settings = ServerSettings.from_env()
+    except SettingsError as exc:
+        print(f"prelabel: {exc}", file=sys.stderr)
+        return 2
+    # Workers share metrics through files; this must be set before prometheus_client is imported.
+    metrics_dir = settings.model_dir / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+
+    from gunicorn.app.base import BaseApplication
+
+    class _Gunicorn(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            options = {
+                "bind": f"{args.host}:{args.port}",
+                "workers": args.workers,
+                "threads": args.threads,
+                "worker_class": "gthread",
+                "timeout": args.timeout,
+                "accesslog": "-",
+                "child_exit": _child_exit,
+            }
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            from backend.app import create_app
+
+            return create_app()
+
+    _Gunicorn().run()
+    return 0
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Credentials for one Label Studio instance: legacy tokens and Personal Access Tokens.
+
+A legacy token goes out as ``Authorization: Token <t>``. A Personal Access Token is a JWT refresh token:
+it is exchanged at ``/api/token/refresh/`` for a short-lived access token sent as ``Bearer``; the access
+token is cached until shortly before it expires and refreshed once more on a 401. Credentials are only
+ever attached to URLs on the Label Studio host.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from urllib.parse import urlsplit
+
+import requests
+
+__all__ = ["LabelStudioClient", "is_jwt"]
+
+_ACCESS_CACHE: dict[tuple[str, str], tuple[str, float]] = {}
+_ACCESS_LOCK = threading.Lock()
+_EXPIRY_MARGIN_S = 30.0
+
+
+def is_jwt(token: str) -> bool:
+    """Whether ``token`` looks like a JWT (a Personal Access Token) rather than a 40-char legacy token."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return False
+    try:
+        header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+    except ValueError:
+        return False
+    return isinstance(header, dict) and "alg" in header
+
+
+def _jwt_expiry(token: str) -> float:
+    payload = token.split(".")[1]
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (ValueError, KeyError, TypeError):
+        return time.time() + 60.0  # unknown lifetime: refresh again soon
+
+
+class LabelStudioClient:
+    """Authenticated access to one Label Studio instance.
+
+    Args:
+        base_url: e.g. ``http://localhost:8080`` (no trailing slash needed).
+        token: Legacy API token or Personal Access Token; ``None`` sends no credentials.
+        session: Shared HTTP session.
+        timeout: Seconds for the token refresh call.
+    """
+
+    def __init__(self, base_url: str, token: str | None, session: requests.Session, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.session = session
+        self.timeout = timeout
+        parts = urlsplit(self.base_url)
+        self._origin = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+
+    def owns(self, url: str) -> bool:
+        """Whether ``url`` points at this Label Studio (same scheme, host and port)."""
+        parts = urlsplit(url)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return False
+        return (parts.scheme, parts.hostname, port) == self._origin
+
+    def url(self, path: str) -> str:
+        """Absolute URL for a path on this instance (``/data/upload/1/x.jpg``)."""
+        return self.base_url + "/" + path.lstrip("/")
+
+    def headers(self, *, refresh: bool = False) -> dict[str, str]:
+        """The ``Authorization`` header for this instance; ``refresh`` forces a new PAT access token."""
+        if not self.token:
+            return {}
+        if not is_jwt(self.token):
+            return {"Authorization": f"Token {self.token}"}
+        return {"Authorization": f"Bearer {self._access_token(refresh)}"}
+
+    def _access_token(self, refresh: bool) -> str:
+        key = (self.base_url, self.token or "")
+        with _ACCESS_LOCK:
+            cached = _ACCESS_CACHE.get(key)
+            if cached and not refresh and cached[1] - _EXPIRY_MARGIN_S > time.time():
+                return cached[0]
+            response = self.session.post(
+                self.url("/api/token/refresh/"), json={"refresh": self.token}, timeout=self.timeout
+            )
+            if response.status_code != 200:
+                raise PermissionError(
+                    f"Label Studio refused the Personal Access Token at /api/token/refresh/ "
+                    f"(HTTP {response.status_code}); create a new token in Account & Settings"
+                )
+            access = response.json()["access"]
+            _ACCESS_CACHE[key] = (access, _jwt_expiry(access))
+            return access

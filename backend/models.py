@@ -1,0 +1,122 @@
+"""Loaded models, shared by every project in the process and loaded in background threads.
+
+``/setup`` must answer in under 3 s, so it only *starts* loading the models a project needs; ``/predict``
+waits for them. Equal ``ModelSpec``s share one adapter instance. Forward passes on one model are serialised
+(a lock per model), which bounds memory on a GPU and keeps gunicorn threads from oversubscribing the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import supervision as sv
+
+from backend import metrics
+from model_adapters.base import Adapter, ModelSpec, Query
+from model_adapters.registry import resolve_adapter
+
+__all__ = ["ModelPool", "ModelUnavailable"]
+
+log = logging.getLogger(__name__)
+_RETRY_AFTER_S = 30.0
+# One load at a time per process: model libraries' lazy imports are not thread-safe, and parallel loads
+# would only compete for the same disk and memory.
+_LOAD_LOCK = threading.Lock()
+
+
+class ModelUnavailable(Exception):
+    """A model failed to load or is still loading after the wait; the whole request is answered 503."""
+
+
+@dataclass
+class _Entry:
+    spec: ModelSpec
+    ready: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    adapter: Adapter | None = None
+    error: Exception | None = None
+    failed_at: float = 0.0
+
+
+class ModelPool:
+    """Process-wide adapters keyed by ``ModelSpec``."""
+
+    def __init__(self) -> None:
+        self._entries: dict[ModelSpec, _Entry] = {}
+        self._lock = threading.Lock()
+
+    def preload(self, spec: ModelSpec) -> None:
+        """Start loading ``spec`` in the background unless it is loaded, loading, or failed just now."""
+        self._entry(spec)
+
+    def _entry(self, spec: ModelSpec) -> _Entry:
+        with self._lock:
+            entry = self._entries.get(spec)
+            if entry is not None and not (entry.error and time.monotonic() - entry.failed_at > _RETRY_AFTER_S):
+                return entry
+            entry = self._entries[spec] = _Entry(spec)
+        threading.Thread(target=self._load, args=(entry,), name=f"load-{spec.adapter}", daemon=True).start()
+        return entry
+
+    def _load(self, entry: _Entry) -> None:
+        spec = entry.spec
+        try:
+            with _LOAD_LOCK:
+                started = time.perf_counter()
+                adapter_cls, _ = resolve_adapter(spec.adapter)
+                adapter = adapter_cls(spec)
+                adapter.load()
+            entry.adapter = adapter
+            seconds = time.perf_counter() - started
+            metrics.MODEL_LOAD_SECONDS.labels(spec.adapter, spec.model_id).observe(seconds)
+            log.info("loaded %s (%s) on %s in %.1f s", spec.adapter, spec.model_id, adapter.device, seconds)
+        except Exception as exc:
+            entry.error, entry.failed_at = exc, time.monotonic()
+            metrics.ERRORS.labels("model_load").inc()
+            log.error("could not load %s (%s): %s", spec.adapter, spec.model_id, exc)
+        finally:
+            entry.ready.set()
+
+    def get(self, spec: ModelSpec, timeout: float) -> Adapter:
+        """The loaded adapter, waiting up to ``timeout`` seconds for a load in progress.
+
+        Raises:
+            ModelUnavailable: Loading failed or did not finish in time.
+        """
+        entry = self._entry(spec)
+        if not entry.ready.wait(timeout):
+            raise ModelUnavailable(f"{spec.adapter} ({spec.model_id}) is still loading; retry in a moment")
+        if entry.error is not None:
+            raise ModelUnavailable(f"{spec.adapter} ({spec.model_id}) failed to load: {entry.error}")
+        assert entry.adapter is not None
+        return entry.adapter
+
+    def run(self, spec: ModelSpec, images: Sequence[np.ndarray], query: Query) -> list[sv.Detections]:
+        """Run a loaded model on one batch (the caller has waited for it with ``get``)."""
+        entry = self._entries[spec]
+        assert entry.adapter is not None
+        started = time.perf_counter()
+        with entry.lock:
+            out = entry.adapter(images, query)
+        metrics.ADAPTER_SECONDS.labels(spec.adapter).observe(time.perf_counter() - started)
+        metrics.ADAPTER_IMAGES.labels(spec.adapter).inc(len(images))
+        return out
+
+    def status(self) -> list[dict[str, str]]:
+        """One line per model: spec and state (loading, ready, failed)."""
+        with self._lock:
+            entries = list(self._entries.values())
+        return [
+            {
+                "adapter": e.spec.adapter,
+                "model_id": e.spec.model_id,
+                "device": e.adapter.device if e.adapter else e.spec.device,
+                "state": "failed" if e.error else "ready" if e.ready.is_set() else "loading",
+            }
+            for e in entries
+        ]

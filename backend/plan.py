@@ -1,0 +1,315 @@
+"""Targets + settings -> a plan: which model serves each target, with which knobs, under which version.
+
+Settings come in layers, lowest first: the adapter's own defaults, ``PRELABEL_DEFAULTS`` (server env), the
+control's attributes (``model_score_threshold``), the project's ``extra_params`` section for the task, and
+finally ``extra_params.controls.<control name>``. The README documents the schema; in short::
+
+    {"detection": {"model": "grounding_dino", "score_threshold": 0.3, "nms_threshold": 0.5},
+     "prompts": {"Car": ["car", "truck"]},
+     "controls": {"label": {"model": "owlv2"}}}
+
+The model version is a hash of everything that changes predictions, so it is the same in ``/setup`` and in
+``/predict``, across restarts and processes, and changes when the settings do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from backend.errors import ProjectSettingsError
+from backend.label_config import Target, parse_targets
+from model_adapters.base import ModelSpec, SettingsError, Task, make_params
+from model_adapters.registry import UnknownAdapterError, resolve_adapter
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "DetectionPost",
+    "Plan",
+    "TargetPlan",
+    "build_plan",
+    "check_server_defaults",
+    "parse_extra_params",
+]
+
+# The model a task gets when nothing says otherwise; a task missing here is "not supported yet".
+DEFAULT_MODELS: Mapping[Task, str] = {Task.DETECTION: "grounding_dino"}
+_LOAD_KEYS = ("model", "model_id", "device", "dtype")
+_CONTROL_ATTRS = {"model_score_threshold": "score_threshold"}
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+_DTYPES = ("auto", "float32", "float16", "bfloat16")
+_TOP_KEYS = frozenset({*(t.value for t in Task), "prompts", "controls"})
+
+
+@dataclass(frozen=True)
+class DetectionPost:
+    """What the server does with a detector's boxes, whatever the model.
+
+    Attributes:
+        nms_threshold: IoU above which a lower-scored box of the same label is dropped (1 disables).
+        class_agnostic_nms: Also suppress overlapping boxes of different labels.
+        max_detections: Keep at most this many boxes per image and control, best first.
+    """
+
+    nms_threshold: float = 0.5
+    class_agnostic_nms: bool = False
+    max_detections: int = 100
+
+
+_POST: Mapping[Task, type] = {Task.DETECTION: DetectionPost}
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    """How one target is served.
+
+    Attributes:
+        target: The control and image.
+        spec: The model to load (shared by every target and project with an equal spec).
+        params: The adapter's ``Params`` instance.
+        post: The task's post-processing settings (e.g. ``DetectionPost``).
+        prompts: Texts sent to the model.
+        prompt_labels: For each prompt, the index of its label in ``target.labels``.
+    """
+
+    target: Target
+    spec: ModelSpec
+    params: Any
+    post: Any
+    prompts: tuple[str, ...]
+    prompt_labels: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a project's predictions need, derived from its label config and settings."""
+
+    targets: tuple[TargetPlan, ...]
+    skipped: tuple[tuple[Target, str], ...]
+    model_version: str
+
+
+def parse_extra_params(raw: Any) -> dict[str, Any]:
+    """Accept ``extra_params`` as Label Studio sends it: null, a JSON string, or a JSON object.
+
+    Raises:
+        ProjectSettingsError: It is not JSON, not an object, or has unknown top-level keys.
+    """
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ProjectSettingsError(f"extra_params must be a JSON object: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ProjectSettingsError(f"extra_params must be a JSON object, got {type(raw).__name__}")
+    _check_top(raw, "extra_params")
+    return raw
+
+
+def _check_top(settings: Mapping[str, Any], where: str) -> None:
+    unknown = sorted(set(settings) - _TOP_KEYS)
+    if unknown:
+        hint = " (model settings go under a task section)" if unknown[0] in _LOAD_KEYS else ""
+        raise ProjectSettingsError(
+            f"{where}: unknown key {unknown[0]!r}{hint}; expected any of {', '.join(sorted(_TOP_KEYS))}, "
+            f'e.g. {{"detection": {{"model": "owlv2", "score_threshold": 0.2}}}}'
+        )
+    for key in (*(t.value for t in Task), "prompts", "controls"):
+        if key in settings and not isinstance(settings[key], dict):
+            raise ProjectSettingsError(f"{where}.{key} must be a JSON object, got {settings[key]!r}")
+
+
+def build_plan(
+    label_config: str, project: Mapping[str, Any], server_defaults: Mapping[str, Any], *, device: str, dtype: str
+) -> Plan:
+    """Plan a project's predictions (cached on the JSON of its inputs).
+
+    Args:
+        label_config: The project's ``<View>`` XML.
+        project: Parsed ``extra_params`` (see ``parse_extra_params``).
+        server_defaults: ``PRELABEL_DEFAULTS``, same schema as ``extra_params``.
+        device: Server default device.
+        dtype: Server default dtype.
+
+    Raises:
+        LabelConfigError: The config cannot be parsed.
+        ProjectSettingsError: A setting is unknown or invalid; the message names it.
+    """
+    return _build_plan(label_config, _canonical(project), _canonical(server_defaults), device, dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _build_plan(label_config: str, project_json: str, defaults_json: str, device: str, dtype: str) -> Plan:
+    project, defaults = json.loads(project_json), json.loads(defaults_json)
+    _check_top(defaults, "PRELABEL_DEFAULTS")
+    targets = parse_targets(label_config)
+    _check_prompt_labels(project, targets)
+    unknown_controls = sorted(set(project.get("controls", {})) - {t.control for t in targets})
+    if unknown_controls:
+        known = ", ".join(sorted({t.control for t in targets})) or "none"
+        raise ProjectSettingsError(
+            f"extra_params.controls: no image control named {unknown_controls[0]!r}; known: {known}"
+        )
+    plans, skipped = [], []
+    for target in targets:
+        if target.task is None:
+            continue
+        if target.task not in DEFAULT_MODELS:
+            skipped.append((target, f"{target.control_type} ({target.task.value}) is not supported yet"))
+            continue
+        plans.append(_plan_target(target, project, defaults, device, dtype))
+    return Plan(targets=tuple(plans), skipped=tuple(skipped), model_version=_model_version(plans))
+
+
+def _plan_target(
+    target: Target, project: Mapping[str, Any], defaults: Mapping[str, Any], device: str, dtype: str
+) -> TargetPlan:
+    task = target.task
+    assert task is not None
+    where = f"settings of control {target.control!r} ({target.control_type})"
+    env_layer = dict(defaults.get(task.value, {}))
+    attr_layer = {
+        key: _number(target.attrs[attr], attr) for attr, key in _CONTROL_ATTRS.items() if attr in target.attrs
+    }
+    project_layer = {**project.get(task.value, {}), **project.get("controls", {}).get(target.control, {})}
+    project_layer.pop("prompts", None)
+    merged = {"device": device, "dtype": dtype, **env_layer, **attr_layer, **project_layer}
+    model = merged.pop("model", DEFAULT_MODELS[task])
+    try:
+        adapter, default_id = resolve_adapter(model)
+    except UnknownAdapterError as exc:
+        raise ProjectSettingsError(f"{where}: {exc}") from None
+    if adapter.task is not task:
+        raise ProjectSettingsError(
+            f"{where}: model {model!r} does {adapter.task.value}, but {target.control_type} needs {task.value}"
+        )
+    spec = ModelSpec(
+        adapter=adapter.name,
+        model_id=str(merged.pop("model_id", default_id)),
+        device=str(merged.pop("device")),
+        dtype=str(merged.pop("dtype")),
+    )
+    _check_placement(spec, where)
+    post_cls = _POST[task]
+    post_keys = {f.name for f in dataclasses.fields(post_cls)}
+    known = post_keys | {f.name for f in dataclasses.fields(adapter.Params)}
+    # Server defaults and control attributes may carry knobs of another model: they apply where they fit.
+    knobs = {k: v for k, v in merged.items() if k in known or k in project_layer}
+    try:
+        post = make_params(post_cls, {k: v for k, v in knobs.items() if k in post_keys}, owner=task.value)
+        params = make_params(adapter.Params, {k: v for k, v in knobs.items() if k not in post_keys}, owner=model)
+    except SettingsError as exc:
+        raise ProjectSettingsError(f"{where}: {exc}") from None
+    prompts, prompt_labels = _prompts(target, project)
+    return TargetPlan(target, spec, params, post, prompts, prompt_labels)
+
+
+def _prompts(target: Target, project: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Prompts per label: extra_params (control, then project) > ``predicted_values`` > the label itself."""
+    mapping = {**project.get("prompts", {}), **project.get("controls", {}).get(target.control, {}).get("prompts", {})}
+    prompts: list[str] = []
+    owners: list[int] = []
+    for i, label in enumerate(target.labels):
+        given = mapping.get(label)
+        texts = _prompt_list(given, label) if given is not None else target.predicted_values.get(label, (label,))
+        for text in texts:
+            prompts.append(text)
+            owners.append(i)
+    return tuple(prompts), tuple(owners)
+
+
+def _prompt_list(value: Any, label: str) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+        raise ProjectSettingsError(f'prompts.{label} must be a list of strings like ["car", "truck"], got {value!r}')
+    texts = tuple(v.strip() for v in items if v.strip())
+    if not texts:
+        raise ProjectSettingsError(f"prompts.{label} must name at least one prompt")
+    return texts
+
+
+def _check_prompt_labels(project: Mapping[str, Any], targets: tuple[Target, ...]) -> None:
+    labels = {label for t in targets for label in t.labels}
+    sections = [("extra_params.prompts", project.get("prompts", {}))] + [
+        (f"extra_params.controls.{name}.prompts", c.get("prompts", {}))
+        for name, c in project.get("controls", {}).items()
+        if isinstance(c, dict)
+    ]
+    for where, mapping in sections:
+        if not isinstance(mapping, dict):
+            raise ProjectSettingsError(f"{where} must map label -> prompts, got {mapping!r}")
+        for label in mapping:
+            if label not in labels:
+                raise ProjectSettingsError(f"{where}: {label!r} is not a label in the config; labels: {sorted(labels)}")
+
+
+def check_server_defaults(defaults: Mapping[str, Any]) -> None:
+    """Validate ``PRELABEL_DEFAULTS`` at startup against the models its sections pick.
+
+    Raises:
+        ProjectSettingsError: An unknown key or bad value, named.
+    """
+    _check_top(defaults, "PRELABEL_DEFAULTS")
+    for task, model in DEFAULT_MODELS.items():
+        section = dict(defaults.get(task.value, {}))
+        name = section.pop("model", model)
+        where = f"PRELABEL_DEFAULTS.{task.value}"
+        try:
+            adapter, default_id = resolve_adapter(name)
+            _check_placement(
+                ModelSpec(adapter.name, default_id, section.pop("device", "auto"), section.pop("dtype", "auto")), where
+            )
+            section.pop("model_id", None)
+            post_keys = {f.name for f in dataclasses.fields(_POST[task])}
+            make_params(_POST[task], {k: v for k, v in section.items() if k in post_keys}, owner=task.value)
+            make_params(adapter.Params, {k: v for k, v in section.items() if k not in post_keys}, owner=name)
+        except (SettingsError, UnknownAdapterError) as exc:
+            raise ProjectSettingsError(f"{where}: {exc}") from None
+
+
+def _check_placement(spec: ModelSpec, where: str) -> None:
+    if not _DEVICE.fullmatch(spec.device):
+        raise ProjectSettingsError(f"{where}: device must be auto, cpu, cuda, cuda:N or mps; got {spec.device!r}")
+    if spec.dtype not in _DTYPES:
+        raise ProjectSettingsError(f"{where}: dtype must be one of {', '.join(_DTYPES)}; got {spec.dtype!r}")
+
+
+def _number(raw: str, attr: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ProjectSettingsError(f'{attr} must be a number like "0.3", got {raw!r}') from None
+
+
+def _model_version(plans: list[TargetPlan]) -> str:
+    """Stable across processes: adapter names plus a hash of what changes the answers (not the device)."""
+    if not plans:
+        return "prelabel-none"
+    described = [
+        {
+            "control": p.target.control,
+            "to_name": p.target.to_name,
+            "adapter": p.spec.adapter,
+            "model_id": p.spec.model_id,
+            "params": dataclasses.asdict(p.params),
+            "post": dataclasses.asdict(p.post),
+            "prompts": p.prompts,
+            "prompt_labels": p.prompt_labels,
+            "labels": p.target.labels,
+        }
+        for p in plans
+    ]
+    digest = hashlib.sha256(_canonical(described).encode()).hexdigest()[:10]
+    return f"{'+'.join(sorted({p.spec.adapter for p in plans}))}-{digest}"
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

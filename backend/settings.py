@@ -1,0 +1,116 @@
+"""Server settings, read once from the environment and checked at startup.
+
+Every setting is documented in the README's settings table. A bad value stops the server with a message
+that names the variable and shows a valid example, instead of failing later inside a request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ServerSettings", "SettingsError"]
+
+_DEFAULT_MODEL_DIR = Path("~/.local/share/prelabel").expanduser()
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value prelabel cannot use."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Process-wide settings (per-project settings come from ``extra_params``)."""
+
+    model_dir: Path = _DEFAULT_MODEL_DIR
+    label_studio_url: str | None = None
+    label_studio_api_key: str | None = None
+    local_files_document_root: Path | None = None
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = None
+    webhook_secret: str | None = None
+    media_timeout: float = 30.0
+    media_max_bytes: int = 64 * 1024 * 1024
+    media_max_pixels: int = 120_000_000
+    media_allowed_hosts: frozenset[str] = frozenset()
+    media_workers: int = 8
+    device: str = "auto"
+    dtype: str = "auto"
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    preload: bool = True
+    model_wait: float = 90.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServerSettings:
+        """Read settings from ``env`` (default: ``os.environ``); unset or empty variables keep defaults."""
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        def number(name: str, kind: type, default: float) -> Any:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise SettingsError(f"{name} must be a number like {kind(default)!r}, got {raw!r}") from None
+            if value <= 0:
+                raise SettingsError(f"{name} must be positive, got {raw!r}")
+            return value
+
+        def flag(name: str, default: bool) -> bool:
+            raw = (get(name) or str(default)).lower()
+            if raw not in ("1", "0", "true", "false", "yes", "no"):
+                raise SettingsError(f"{name} must be true or false, got {raw!r}")
+            return raw in ("1", "true", "yes")
+
+        defaults_raw = get("PRELABEL_DEFAULTS")
+        try:
+            defaults = json.loads(defaults_raw) if defaults_raw else {}
+        except json.JSONDecodeError as exc:
+            raise SettingsError(
+                f'PRELABEL_DEFAULTS must be JSON like {{"detection": {{"model": "owlv2"}}}}: {exc}'
+            ) from None
+        if not isinstance(defaults, dict):
+            raise SettingsError(f"PRELABEL_DEFAULTS must be a JSON object, got {defaults_raw!r}")
+
+        url = get("LABEL_STUDIO_URL")
+        if url and not url.startswith(("http://", "https://")):
+            raise SettingsError(f"LABEL_STUDIO_URL must start with http:// or https://, got {url!r}")
+        root = get("LOCAL_FILES_DOCUMENT_ROOT")
+        if root and not Path(root).is_dir():
+            raise SettingsError(f"LOCAL_FILES_DOCUMENT_ROOT must be an existing directory, got {root!r}")
+        user, password = get("BASIC_AUTH_USER"), get("BASIC_AUTH_PASS")
+        if bool(user) != bool(password):
+            raise SettingsError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
+        hosts = frozenset(
+            h.strip().lower() for h in (get("PRELABEL_MEDIA_ALLOWED_HOSTS") or "").split(",") if h.strip()
+        )
+        return cls(
+            model_dir=Path(get("MODEL_DIR") or cls.model_dir).expanduser(),
+            label_studio_url=url.rstrip("/") if url else None,
+            label_studio_api_key=get("LABEL_STUDIO_API_KEY"),
+            local_files_document_root=Path(root).resolve() if root else None,
+            basic_auth_user=user,
+            basic_auth_pass=password,
+            webhook_secret=get("PRELABEL_WEBHOOK_SECRET"),
+            media_timeout=number("PRELABEL_MEDIA_TIMEOUT", float, cls.media_timeout),
+            media_max_bytes=number("PRELABEL_MEDIA_MAX_BYTES", int, cls.media_max_bytes),
+            media_max_pixels=number("PRELABEL_MEDIA_MAX_PIXELS", int, cls.media_max_pixels),
+            media_allowed_hosts=hosts,
+            media_workers=number("PRELABEL_MEDIA_WORKERS", int, cls.media_workers),
+            device=get("PRELABEL_DEVICE") or cls.device,
+            dtype=get("PRELABEL_DTYPE") or cls.dtype,
+            defaults=defaults,
+            preload=flag("PRELABEL_PRELOAD", cls.preload),
+            model_wait=number("PRELABEL_MODEL_WAIT", float, cls.model_wait),
+            log_level=(get("LOG_LEVEL") or cls.log_level).upper(),
+        )

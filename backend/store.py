@@ -1,0 +1,123 @@
+"""Per-project state in SQLite under ``MODEL_DIR``.
+
+With several gunicorn workers, ``/setup`` and ``/predict`` for one project can land in different processes,
+and ``/predict`` does not carry ``extra_params``; so what ``/setup`` learns is written here, and every
+process reads it back. One short-lived connection per call keeps it safe across threads and processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ProjectRecord", "ProjectStore", "project_id"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS projects (
+    project TEXT PRIMARY KEY,          -- Label Studio's "<id>.<created epoch>"
+    project_id INTEGER,                -- the numeric id, for webhooks
+    label_config TEXT NOT NULL,
+    extra_params TEXT NOT NULL,        -- JSON object
+    hostname TEXT,
+    access_token TEXT,
+    model_version TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    project TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    PRIMARY KEY (project, model_version)
+);
+"""
+
+
+def project_id(project: str | int | None) -> int | None:
+    """The numeric id in Label Studio's ``"<id>.<epoch>"`` project key, or ``None``."""
+    if project is None:
+        return None
+    head = str(project).split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+@dataclass(frozen=True)
+class ProjectRecord:
+    """What ``/setup`` told us about a project."""
+
+    project: str
+    label_config: str
+    extra_params: dict[str, Any]
+    hostname: str | None
+    access_token: str | None
+    model_version: str
+
+
+class ProjectStore:
+    """SQLite-backed project settings, shared by every worker process."""
+
+    def __init__(self, model_dir: Path) -> None:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        self.path = model_dir / "prelabel.sqlite3"
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+        os.chmod(self.path, 0o600)  # it holds Label Studio tokens
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
+            yield db
+
+    def save(self, record: ProjectRecord) -> None:
+        """Insert or replace a project, and remember its model version."""
+        now = time.time()
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO projects VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.project,
+                    project_id(record.project),
+                    record.label_config,
+                    json.dumps(record.extra_params),
+                    record.hostname,
+                    record.access_token,
+                    record.model_version,
+                    now,
+                ),
+            )
+            db.execute("INSERT OR IGNORE INTO versions VALUES (?, ?, ?)", (record.project, record.model_version, now))
+
+    def get(self, project: str) -> ProjectRecord | None:
+        """The project saved under Label Studio's key, or ``None``."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT project, label_config, extra_params, hostname, access_token, model_version "
+                "FROM projects WHERE project = ?",
+                (project,),
+            ).fetchone()
+        return None if row is None else ProjectRecord(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5])
+
+    def all(self) -> list[ProjectRecord]:
+        """Every saved project, most recently set up first."""
+        with self._connect() as db:
+            rows = db.execute("SELECT project FROM projects ORDER BY updated_at DESC").fetchall()
+        return [record for (key,) in rows if (record := self.get(key)) is not None]
+
+    def versions(self, project: str | None = None) -> list[str]:
+        """Model versions seen for a project (or for all), oldest first."""
+        with self._connect() as db:
+            if project is None:
+                rows = db.execute("SELECT DISTINCT model_version FROM versions ORDER BY first_seen").fetchall()
+            else:
+                rows = db.execute(
+                    "SELECT model_version FROM versions WHERE project = ? OR project LIKE ? ORDER BY first_seen",
+                    (project, f"{project}.%"),
+                ).fetchall()
+        return list(dict.fromkeys(v for (v,) in rows))

@@ -1,0 +1,205 @@
+"""The contract between the server and the models.
+
+An adapter wraps one model family. It sees images as ``(H, W, 3)`` uint8 RGB arrays and prompts as plain
+strings, never Label Studio JSON, and answers with one ``supervision.Detections`` per image (pixel ``xyxy``,
+``class_id`` indexing the prompts it was given). Its stages run in a fixed order::
+
+    load() -> preprocess(images, query) -> forward(batch) -> postprocess(raw, images, query)
+
+``forward`` wraps the adapter's ``_forward`` with ``torch.inference_mode`` and device placement, so adapter
+files hold only the model call. This module never imports torch at import time: the server lists and
+configures adapters on machines without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+import supervision as sv
+
+__all__ = [
+    "CLASS_NAME_DATA_FIELD",
+    "Adapter",
+    "AdapterError",
+    "AdapterLoadError",
+    "ModelSpec",
+    "Query",
+    "SettingsError",
+    "Task",
+    "empty_detections",
+    "make_params",
+]
+
+CLASS_NAME_DATA_FIELD = sv.config.CLASS_NAME_DATA_FIELD
+
+
+class Task(StrEnum):
+    """What an adapter does with an image; the label config decides which one a control needs."""
+
+    DETECTION = "detection"
+    CLASSIFICATION = "classification"
+    SEGMENTATION = "segmentation"
+
+
+class AdapterError(Exception):
+    """A model failed on a batch; the server reports it for every task in that batch."""
+
+
+class AdapterLoadError(AdapterError):
+    """A model could not be loaded (missing weights, offline hub, wrong class)."""
+
+
+class SettingsError(ValueError):
+    """A user setting is unknown or has the wrong type; the message names it and a valid example."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load. Equal specs share one loaded model per process.
+
+    Attributes:
+        adapter: Registry name of the adapter family, e.g. ``"grounding_dino"``.
+        model_id: Hugging Face hub id or local path of the weights.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"mps"``.
+        dtype: ``"auto"``, ``"float32"``, ``"float16"`` or ``"bfloat16"``.
+    """
+
+    adapter: str
+    model_id: str
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+P = TypeVar("P")
+
+
+@dataclass(frozen=True)
+class Query(Generic[P]):
+    """What to look for in a batch of images.
+
+    Attributes:
+        prompts: Texts the model is asked about; ``class_id`` in the answer indexes this tuple.
+        params: The adapter's ``Params`` instance (thresholds and other per-request knobs).
+    """
+
+    prompts: tuple[str, ...]
+    params: P
+
+
+class Adapter(ABC, Generic[P]):
+    """One model family. Subclasses set the class attributes and implement the stages.
+
+    Lifecycle: ``load`` once per process, then for each batch ``preprocess -> forward -> postprocess``.
+    ``__call__`` runs the three stages; the server calls it with at most ``max_batch_size`` images.
+    """
+
+    name: ClassVar[str]
+    task: ClassVar[Task]
+    variants: ClassVar[Mapping[str, str]]  # variant name -> default weights (hub id)
+    default_variant: ClassVar[str]
+    Params: ClassVar[type]
+    max_batch_size: ClassVar[int] = 4
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.device = "cpu"
+        self.dtype: Any = None
+
+    @abstractmethod
+    def load(self) -> None:
+        """Import the model library and load weights; called once, in a background thread."""
+
+    @abstractmethod
+    def preprocess(self, images: Sequence[np.ndarray], query: Query[P]) -> Mapping[str, Any]:
+        """Turn images and prompts into a dict of tensors for one forward pass."""
+
+    @abstractmethod
+    def _forward(self, batch: Mapping[str, Any]) -> Any:
+        """Run the model on a device-placed batch; nothing else."""
+
+    @abstractmethod
+    def postprocess(self, raw: Any, images: Sequence[np.ndarray], query: Query[P]) -> list[sv.Detections]:
+        """Turn model outputs into one ``Detections`` per image, in pixels of the original image."""
+
+    def forward(self, batch: Mapping[str, Any]) -> Any:
+        """Place the batch on the model's device and run ``_forward`` without autograd."""
+        import torch
+
+        from model_adapters.torch_utils import to_device
+
+        with torch.inference_mode():
+            return self._forward(to_device(dict(batch), self.device, self.dtype))
+
+    def __call__(self, images: Sequence[np.ndarray], query: Query[P]) -> list[sv.Detections]:
+        """Run the three stages on one batch and check there is one answer per image."""
+        raw = self.forward(self.preprocess(images, query))
+        out = self.postprocess(raw, images, query)
+        if len(out) != len(images):
+            raise AdapterError(f"{self.name} returned {len(out)} results for {len(images)} images")
+        return out
+
+
+def make_params(cls: type[P], values: Mapping[str, Any], *, owner: str) -> P:
+    """Build an adapter's ``Params`` from user settings, checking names and types.
+
+    Args:
+        cls: A frozen dataclass whose fields are the adapter's knobs, each with a default.
+        values: Settings from the user (JSON values).
+        owner: Adapter name, for messages.
+
+    Raises:
+        SettingsError: An unknown key, or a value of the wrong type or outside a ``Literal``'s choices.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise SettingsError(f"unknown setting {unknown[0]!r} for {owner}; known: {', '.join(sorted(fields))}")
+    return cls(**{key: _coerce(value, hints[key], f"{owner}.{key}") for key, value in values.items()})
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check one JSON value against a simple type hint (bool, int, float, str, Literal, X | None, tuple)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        if value not in args:
+            raise SettingsError(f"{where} must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, where)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise SettingsError(f"{where} must be a list, got {value!r}")
+        return tuple(_coerce(v, args[0], where) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise SettingsError(f"{where} must be true or false, got {value!r}")
+        return value
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or (hint is int and value != int(value)):
+            raise SettingsError(f"{where} must be a number like {hint(1)!r}, got {value!r}")
+        return hint(value)
+    if hint is str and not isinstance(value, str):
+        raise SettingsError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def empty_detections(n: int = 0) -> sv.Detections:
+    """Return ``Detections`` with no boxes but with confidence and class ids set, for merging."""
+    return sv.Detections(
+        xyxy=np.zeros((n, 4), dtype=np.float32),
+        confidence=np.zeros(n, dtype=np.float32),
+        class_id=np.zeros(n, dtype=int),
+        data={},
+    )

@@ -1,0 +1,73 @@
+"""Device, dtype and weight-loading helpers shared by adapters; torch is imported only when called."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from model_adapters.base import AdapterLoadError, ModelSpec
+
+__all__ = ["from_pretrained", "resolve_device", "resolve_dtype", "to_device"]
+
+_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def resolve_device(name: str) -> str:
+    """Map ``"auto"`` to the best available device (cuda, then mps, then cpu); check explicit names."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise AdapterLoadError(f"device {name!r} was asked for but CUDA is not available here; use 'cpu' or 'auto'")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise AdapterLoadError("device 'mps' was asked for but MPS is not available here; use 'cpu' or 'auto'")
+    return name
+
+
+def resolve_dtype(name: str, device: str) -> Any:
+    """Map a dtype name to ``torch.dtype``; ``"auto"`` is float16 on CUDA and float32 elsewhere."""
+    import torch
+
+    if name == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    if name not in _DTYPES:
+        raise AdapterLoadError(f"dtype must be one of auto, {', '.join(_DTYPES)}; got {name!r}")
+    return getattr(torch, name)
+
+
+def to_device(obj: Any, device: str, dtype: Any) -> Any:
+    """Move every tensor in a (nested) dict/list/tuple to ``device``; floating tensors also to ``dtype``."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, dtype=dtype if obj.is_floating_point() else None)
+    if isinstance(obj, dict):
+        return {key: to_device(value, device, dtype) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(to_device(value, device, dtype) for value in obj)
+    return obj
+
+
+def from_pretrained(loader: Callable[..., Any], spec: ModelSpec, **kwargs: Any) -> Any:
+    """Call a ``from_pretrained``-style loader, turning failures into an error that says what to do.
+
+    A hub id that cannot be fetched (offline, private, typo) gets a message naming the id and how to point
+    prelabel at a local copy instead.
+    """
+    try:
+        return loader(spec.model_id, **kwargs)
+    except (OSError, ValueError) as exc:
+        reason = " ".join(str(exc).split()).rstrip(".")
+        where = "a local directory" if os.path.isdir(spec.model_id) else "a Hugging Face hub id"
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise AdapterLoadError(
+            f"{spec.adapter}: could not load {spec.model_id!r} as {where}{offline}: {reason}. "
+            f"Download it once (e.g. `hf download {spec.model_id} --local-dir /models/x`) and set "
+            f'"model_id": "/models/x" in the project\'s extra_params or PRELABEL_DEFAULTS.'
+        ) from exc

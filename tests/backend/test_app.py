@@ -1,0 +1,250 @@
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import supervision as sv
+from flask.testing import FlaskClient
+from label_studio_sdk.label_interface import LabelInterface
+
+from backend.app import create_app
+from backend.settings import ServerSettings
+from model_adapters.base import Adapter, Query, Task
+from model_adapters.registry import register_adapter
+from tests.helpers import RECT_CONFIG, data_uri, make_task
+
+SLOW_LOAD_S = 1.5
+
+
+@dataclass(frozen=True)
+class _FakeParams:
+    score_threshold: float = 0.0
+
+
+@register_adapter
+class SlowFakeDetector(Adapter[_FakeParams]):
+    """One box per prompt; loading ids with "slow" takes SLOW_LOAD_S (to prove /setup does not wait)."""
+
+    name = "slow_fake"
+    task = Task.DETECTION
+    variants = {"default": "fake/fast"}
+    default_variant = "default"
+    Params = _FakeParams
+    loads: dict[str, int] = {}
+
+    def load(self) -> None:
+        if self.spec.model_id == "fake/broken":
+            raise OSError("no such model")
+        if "slow" in self.spec.model_id:
+            time.sleep(SLOW_LOAD_S)
+        self.loads[self.spec.model_id] = self.loads.get(self.spec.model_id, 0) + 1
+
+    def preprocess(self, images: Sequence[np.ndarray], query: Query) -> dict[str, Any]:
+        return {}
+
+    def _forward(self, batch: Any) -> Any:
+        return None
+
+    def __call__(self, images: Sequence[np.ndarray], query: Query) -> list[sv.Detections]:
+        return self.postprocess(None, images, query)
+
+    def postprocess(self, raw: Any, images: Sequence[np.ndarray], query: Query) -> list[sv.Detections]:
+        out = []
+        for image in images:
+            h, w = image.shape[:2]
+            n = len(query.prompts)
+            out.append(
+                sv.Detections(
+                    xyxy=np.tile([0.1 * w, 0.1 * h, 0.9 * w, 0.9 * h], (n, 1)).astype(np.float32),
+                    confidence=np.linspace(0.9, 0.5, n).astype(np.float32),
+                    class_id=np.arange(n),
+                )
+            )
+        return out
+
+
+def make_client(tmp_path: Path, **settings: Any) -> FlaskClient:
+    return create_app(ServerSettings(model_dir=tmp_path, preload=False, **settings)).test_client()
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> FlaskClient:
+    return make_client(tmp_path)
+
+
+def setup_body(extra_params: Any = None, project: str = "3.1700000000", schema: str = RECT_CONFIG) -> dict:
+    return {"project": project, "schema": schema, "hostname": "http://localhost:8080", "access_token": "t" * 40,
+            "extra_params": extra_params}  # fmt: skip
+
+
+def predict_body(tasks: list[dict], project: str = "3.1700000000", context: Any = None) -> dict:
+    return {"tasks": tasks, "project": project, "label_config": RECT_CONFIG,
+            "params": {"login": None, "password": None, "context": context}}  # fmt: skip
+
+
+def test_health_and_root(client: FlaskClient) -> None:
+    for path in ("/", "/health"):
+        body = client.get(path).json
+        assert body["status"] == "UP" and body["model_class"] == "prelabel"
+
+
+@pytest.mark.parametrize(
+    "extra_params",
+    [None, "", json.dumps({"detection": {"model": "slow_fake"}}), {"detection": {"model": "slow_fake"}}],
+)
+def test_setup_accepts_every_extra_params_form(client: FlaskClient, extra_params: Any) -> None:
+    response = client.post("/setup", json=setup_body(extra_params))
+    assert response.status_code == 200
+    assert response.json["model_version"].startswith(("grounding_dino-", "slow_fake-"))
+
+
+def test_setup_answers_before_the_model_loads_and_predict_waits_for_it(client: FlaskClient) -> None:
+    started = time.perf_counter()
+    setup = client.post("/setup", json=setup_body({"detection": {"model": "slow_fake", "model_id": "fake/slow-setup"}}))
+    assert time.perf_counter() - started < SLOW_LOAD_S / 3
+    assert client.get("/health").json["models"][0]["state"] == "loading"
+    tasks = [make_task(1, data_uri())]
+    result = client.post("/predict", json=predict_body(tasks))
+    assert result.status_code == 200 and SlowFakeDetector.loads["fake/slow-setup"] == 1
+    assert result.json["results"][0]["model_version"] == setup.json["model_version"]
+    assert client.get("/health").json["models"][0]["state"] == "ready"
+
+
+def test_predict_one_entry_per_task_in_order_failed_tasks_get_empty_results(client: FlaskClient) -> None:
+    version = client.post("/setup", json=setup_body({"detection": {"model": "slow_fake"}})).json["model_version"]
+    tasks = [make_task(10, data_uri(64, 48)), make_task(11, "not-an-image-url"), make_task(12, data_uri(30, 20)),
+             {"id": 13, "data": {"other": "x"}}]  # fmt: skip
+    results = client.post("/predict", json=predict_body(tasks)).json["results"]
+    assert len(results) == 4
+    # prompts "a cat" and "cat" give one box each on the same spot: NMS keeps one Cat, plus one Remote
+    assert [len(r["result"]) for r in results] == [2, 0, 2, 0]
+    assert [r["model_version"] for r in results] == [version] * 4
+    assert results[1]["score"] == 0 and results[3]["score"] == 0
+    assert results[2]["result"][0]["original_width"] == 30
+    interface = LabelInterface(RECT_CONFIG)
+    for entry in results:
+        assert interface.validate_prediction(entry)
+
+
+def test_predict_without_setup_uses_the_request_config(client: FlaskClient) -> None:
+    body = predict_body([make_task(1, data_uri())], project="99.1")
+    response = client.post("/predict", json=body)
+    assert response.status_code in (200, 503)  # default model may not be loadable offline: never a 500
+    if response.status_code == 503:
+        assert "IDEA-Research/grounding-dino-tiny" in response.json["error"]
+
+
+def test_model_that_cannot_load_gives_503_naming_it(client: FlaskClient) -> None:
+    client.post("/setup", json=setup_body({"detection": {"model": "slow_fake", "model_id": "fake/broken"}}))
+    response = client.post("/predict", json=predict_body([make_task(1, data_uri())]))
+    assert response.status_code == 503
+    assert "fake/broken" in response.json["error"] and "no such model" in response.json["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "match"),
+    [
+        ("/predict", "not json", "JSON object"),
+        ("/predict", {"tasks": "x"}, "list of tasks"),
+        ("/predict", {"tasks": [{"id": 1}], "label_config": RECT_CONFIG}, "tasks\\[0\\]"),
+        ("/predict", {"tasks": [], "project": "nope"}, "label_config"),
+        ("/predict", {"tasks": [], "label_config": "<View"}, "cannot be parsed"),
+        ("/predict", {"tasks": [], "params": [1]}, "'params' must be an object"),
+        ("/setup", {"project": "1.1"}, "schema"),
+        ("/setup", setup_body({"detection": {"score": 1}}), "unknown setting 'score'"),
+        ("/setup", setup_body("{broken"), "JSON object"),
+        ("/setup", {**setup_body(), "hostname": 5}, "'hostname' must be a string"),
+        ("/webhook", {"project": {"id": 1}}, "action"),
+    ],
+)
+def test_malformed_requests_get_400_with_a_json_error(client: FlaskClient, path: str, body: Any, match: str) -> None:
+    kwargs = {"data": body} if isinstance(body, str) else {"json": body}
+    response = client.post(path, **kwargs)
+    assert response.status_code == 400
+    assert pytest.importorskip("re").search(match, response.json["error"])
+
+
+def test_unknown_routes_and_methods_are_json(client: FlaskClient) -> None:
+    assert client.get("/nope").status_code == 404 and "error" in client.get("/nope").json
+    assert client.get("/predict").status_code == 405
+
+
+@pytest.mark.parametrize(
+    "action", ["START_TRAINING", "ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "PROJECT_UPDATED"]
+)
+def test_webhook_accepts_every_action_and_says_not_trained(client: FlaskClient, action: str) -> None:
+    response = client.post("/webhook", json={"action": action, "project": {"id": 3, "label_config": RECT_CONFIG}})
+    assert response.status_code == 200
+    assert response.json["status"] == "not_trained" and response.json["action"] == action
+
+
+def test_versions_lists_what_setup_produced(client: FlaskClient) -> None:
+    first = client.post("/setup", json=setup_body({"detection": {"model": "slow_fake"}})).json["model_version"]
+    second = client.post("/setup", json=setup_body({"detection": {"model": "slow_fake", "score_threshold": 0.5}}))
+    assert client.get("/versions?project=3").json["versions"] == [first, second.json["model_version"]]
+    assert client.get("/versions?project=4").json["versions"] == []
+
+
+def test_metrics_report_requests_latency_adapters_and_model_loads(client: FlaskClient) -> None:
+    client.post("/setup", json=setup_body({"detection": {"model": "slow_fake", "model_id": "fake/metrics"}}))
+    client.post("/predict", json=predict_body([make_task(1, data_uri()), make_task(2, "bad")]))
+    text = client.get("/metrics").data.decode()
+    assert 'prelabel_requests_total{method="POST",route="/predict",status="200"}' in text
+    assert 'prelabel_request_seconds_bucket{le="0.005",route="/predict"}' in text
+    assert 'prelabel_adapter_batch_seconds_count{adapter="slow_fake"}' in text
+    assert 'prelabel_model_load_seconds_count{adapter="slow_fake",model_id="fake/metrics"} 1.0' in text
+    assert 'prelabel_errors_total{kind="media"}' in text
+
+
+def test_settings_from_setup_reach_predict_in_another_worker(tmp_path: Path) -> None:
+    """Two apps on one MODEL_DIR stand for two gunicorn workers: /setup on one, /predict on the other."""
+    worker_a, worker_b = make_client(tmp_path), make_client(tmp_path)
+    extra = {"detection": {"model": "slow_fake", "nms_threshold": 1.0}, "prompts": {"Cat": ["kitten", "kitty", "cat"]}}
+    version = worker_a.post("/setup", json=setup_body(extra)).json["model_version"]
+    results = worker_b.post("/predict", json=predict_body([make_task(1, data_uri())])).json["results"]
+    assert results[0]["model_version"] == version
+    assert len(results[0]["result"]) == 4  # the stored prompts and NMS setting were used
+
+
+def test_basic_auth_protects_every_route_but_health(tmp_path: Path) -> None:
+    client = make_client(tmp_path, basic_auth_user="ls", basic_auth_pass="secret")
+    assert client.get("/health").status_code == 200
+    for method, path in [("post", "/setup"), ("post", "/predict"), ("post", "/webhook"), ("get", "/versions"),
+                         ("get", "/metrics")]:  # fmt: skip
+        assert getattr(client, method)(path, json={}).status_code == 401
+    ok = client.post("/setup", json=setup_body({"detection": {"model": "slow_fake"}}), auth=("ls", "secret"))
+    assert ok.status_code == 200
+    assert client.post("/setup", json=setup_body(), auth=("ls", "wrong")).status_code == 401
+
+
+def test_webhook_secret_in_the_query_replaces_basic_auth(tmp_path: Path) -> None:
+    client = make_client(tmp_path, basic_auth_user="ls", basic_auth_pass="secret", webhook_secret="s3")
+    body = {"action": "ANNOTATION_CREATED", "project": {"id": 1}}
+    assert client.post("/webhook?secret=s3", json=body).status_code == 200
+    assert client.post("/webhook?secret=no", json=body).status_code == 401
+    assert client.post("/webhook", json=body, auth=("ls", "secret")).status_code == 200
+    only_secret = make_client(tmp_path / "b", webhook_secret="s3")
+    assert only_secret.post("/webhook", json=body).status_code == 401
+    assert only_secret.post("/setup", json=setup_body({"detection": {"model": "slow_fake"}})).status_code == 200
+
+
+def test_concurrent_predicts_share_one_model_load(client: FlaskClient) -> None:
+    client.post("/setup", json=setup_body({"detection": {"model": "slow_fake", "model_id": "fake/slow-concurrent"}}))
+    codes: list[int] = []
+
+    def call() -> None:
+        codes.append(client.post("/predict", json=predict_body([make_task(1, data_uri())])).status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert codes == [200] * 4 and SlowFakeDetector.loads["fake/slow-concurrent"] == 1

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoProcessor, pipeline
+
+from model_adapters.base import AdapterLoadError, ModelSpec, Query, make_params
+from model_adapters.grounding_dino import GroundingDino
+from tests.helpers import image_array
+
+LABELS = ("a cat", "a remote", "dog")
+
+
+@pytest.fixture(scope="module")
+def gdino(tiny: Callable[[str], Path]) -> GroundingDino:
+    adapter = GroundingDino(ModelSpec("grounding_dino", str(tiny("grounding_dino")), device="cpu"))
+    adapter.load()
+    return adapter
+
+
+def query(prompts: tuple[str, ...] = LABELS, **params: object) -> Query:
+    return Query(prompts, make_params(GroundingDino.Params, params, owner="grounding_dino"))
+
+
+def count_forwards(adapter: GroundingDino) -> list[int]:
+    calls: list[int] = []
+    adapter.model.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_per_prompt_mode_equals_the_transformers_pipeline(gdino: GroundingDino) -> None:
+    image = image_array(64, 48, seed=1)
+    detector = pipeline("zero-shot-object-detection", model=gdino.spec.model_id)
+    reference = detector(Image.fromarray(image), candidate_labels=list(LABELS), threshold=0.2)
+    ours = gdino([image], query(score_threshold=0.2, text_threshold=0.0, prompt_mode="per_prompt"))[0]
+    assert len(ours) == len(reference) > 0
+    order = np.argsort(-ours.confidence, kind="stable")
+    got = [(LABELS[ours.class_id[i]], float(ours.confidence[i]), ours.xyxy[i]) for i in order]
+    for ref, (label, score, box) in zip(reference, got, strict=True):
+        assert label == ref["label"]
+        assert score == pytest.approx(ref["score"], abs=1e-4)
+        # the pipeline truncates boxes to ints; ours keep the sub-pixel values it started from
+        assert [int(v) for v in box] == [ref["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")]
+
+
+def test_joint_mode_scores_and_boxes_equal_the_processor_post_processing(gdino: GroundingDino) -> None:
+    image = image_array(64, 48, seed=2)
+    processor = AutoProcessor.from_pretrained(gdino.spec.model_id)
+    inputs = processor(images=Image.fromarray(image), text=[list(LABELS)], return_tensors="pt")
+    with torch.inference_mode():
+        outputs = gdino.model(**inputs)
+    (reference,) = processor.post_process_grounded_object_detection(
+        outputs, inputs.input_ids, threshold=0.2, text_threshold=0.0, target_sizes=[image.shape[:2]]
+    )
+    ours = gdino([image], query(score_threshold=0.2, text_threshold=0.0))[0]
+    np.testing.assert_allclose(ours.confidence, reference["scores"].numpy(), atol=1e-4)
+    np.testing.assert_allclose(ours.xyxy, reference["boxes"].numpy(), atol=1e-4)
+    # each box goes to the prompt whose tokens hold its highest probability
+    tokens = processor.tokenizer.convert_ids_to_tokens(inputs.input_ids[0])
+    spans = {0: [1, 2], 1: [4, 5], 2: [7]}  # [CLS] a cat . a remote . dog . [SEP]
+    assert tokens == ["[CLS]", "a", "cat", ".", "a", "remote", ".", "dog", ".", "[SEP]"]
+    keep = outputs.logits.sigmoid()[0].max(-1).values > 0.2
+    probs = outputs.logits.sigmoid()[0][keep]
+    expected = torch.stack([probs[:, idx].max(-1).values for idx in spans.values()], -1).argmax(-1)
+    np.testing.assert_array_equal(ours.class_id, expected.numpy())
+
+
+def test_joint_mode_is_one_forward_for_all_prompts(gdino: GroundingDino) -> None:
+    calls = count_forwards(gdino)
+    gdino([image_array()], query())
+    assert len(calls) == 1
+    gdino([image_array()], query(prompt_mode="per_prompt"))
+    assert len(calls) == 1 + len(LABELS)
+
+
+def test_prompts_beyond_the_caption_limit_are_split_into_fitting_chunks(gdino: GroundingDino) -> None:
+    prompts = tuple(f"a photo of a cat {i}" for i in range(60))  # ~8 tokens each: > 256 in one caption
+    captions = gdino._joint_captions(prompts)
+    assert len(captions) == 2
+    assert [i for ids, _ in captions for i in ids] == list(range(60))
+    for _, caption in captions:
+        assert len(gdino.processor.tokenizer(caption).input_ids) <= gdino.max_text_len
+    calls = count_forwards(gdino)
+    out = gdino([image_array()], query(prompts, score_threshold=0.0, text_threshold=0.0))[0]
+    assert len(calls) == 2
+    assert set(out.class_id.tolist()) <= set(range(60)) and len(out) == 2 * gdino.model.config.num_queries
+
+
+def test_a_batch_gives_the_same_answers_as_single_images(gdino: GroundingDino) -> None:
+    images = [image_array(64, 48, seed=s) for s in range(3)]
+    batched = gdino(images, query(score_threshold=0.1))
+    for image, together in zip(images, batched, strict=True):
+        (alone,) = gdino([image], query(score_threshold=0.1))
+        np.testing.assert_allclose(together.xyxy, alone.xyxy, atol=1e-4)
+        np.testing.assert_allclose(together.confidence, alone.confidence, atol=1e-5)
+        np.testing.assert_array_equal(together.class_id, alone.class_id)
+
+
+def test_thresholds_filter_and_class_names_are_set(gdino: GroundingDino) -> None:
+    loose = gdino([image_array()], query(score_threshold=0.0, text_threshold=0.0))[0]
+    strict = gdino([image_array()], query(score_threshold=0.9, text_threshold=0.0))[0]
+    assert len(loose) == gdino.model.config.num_queries and len(strict) < len(loose)
+    assert (strict.confidence > 0.9).all()
+    assert list(loose.data["class_name"]) == [LABELS[i] for i in loose.class_id]
+
+
+def test_mm_grounding_dino_checkpoints_load_through_their_own_class(tiny: Callable[[str], Path]) -> None:
+    adapter = GroundingDino(ModelSpec("grounding_dino", str(tiny("mm_grounding_dino")), device="cpu"))
+    adapter.load()
+    assert type(adapter.model).__name__ == "MMGroundingDinoForObjectDetection"
+    (out,) = adapter([image_array()], query(score_threshold=0.0, text_threshold=0.0))
+    assert len(out) > 0 and out.xyxy.shape[1] == 4
+
+
+def test_unloadable_ids_name_the_id_and_the_way_out(tiny: Callable[[str], Path]) -> None:
+    with pytest.raises(AdapterLoadError, match="(?s)IDEA-Research/no-such-model.*HF_HUB_OFFLINE.*model_id"):
+        GroundingDino(ModelSpec("grounding_dino", "IDEA-Research/no-such-model", device="cpu")).load()
+    with pytest.raises(AdapterLoadError, match="'owlv2' model, not Grounding DINO"):
+        GroundingDino(ModelSpec("grounding_dino", str(tiny("owlv2")), device="cpu")).load()
