@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from label_studio_sdk.converter.brush import mask2rle
 from PIL import Image, ImageDraw
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from label_studio_sdk.converter.brush import mask2rle
-
 from backend.brush_rle import mask_to_rle
+from benchmarks.common import Row
 
 WIDTH, HEIGHT = 4000, 3000
 REPEATS = 3
@@ -59,21 +54,13 @@ def _best_of(fn: Any, arg: np.ndarray, repeats: int) -> tuple[float, list[int]]:
     return best, out
 
 
-def run() -> dict:
+def run() -> list[Row]:
+    """Best-of-N time of each encoder on the same mask; outputs must be identical."""
     mask = build_mask()
     baseline_s, expected = _best_of(mask2rle, mask, REPEATS)
     prelabel_s, got = _best_of(mask_to_rle, mask, REPEATS * 3)
     assert got == expected, "mask_to_rle output differs from SDK mask2rle"
-    return {
-        "id": "P5",
-        "what": "brush RLE 4000x3000: SDK mask2rle / prelabel mask_to_rle",
-        "baseline_s": round(baseline_s, 4),
-        "prelabel_s": round(prelabel_s, 4),
-        "ratio": round(baseline_s / prelabel_s, 1),
-        "target": ">= 10x",
-        "rle_bytes": len(expected),
-    }
-
-
-if __name__ == "__main__":
-    print(run())
+    return [
+        Row("P5", "brush RLE 4000x3000: SDK mask2rle / mask_to_rle", baseline_s, prelabel_s, baseline_s / prelabel_s,
+            ">= 10x")
+    ]  # fmt: skip

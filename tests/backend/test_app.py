@@ -248,3 +248,44 @@ def test_concurrent_predicts_share_one_model_load(client: FlaskClient) -> None:
     for thread in threads:
         thread.join()
     assert codes == [200] * 4 and SlowFakeDetector.loads["fake/slow-concurrent"] == 1
+
+
+TWO_IMAGES = """<View>
+  <Image name="front" value="$front"/>
+  <Image name="back" value="$back"/>
+  <RectangleLabels name="front_boxes" toName="front"><Label value="Car"/></RectangleLabels>
+  <RectangleLabels name="back_boxes" toName="back"><Label value="Person"/><Label value="Dog"/></RectangleLabels>
+</View>"""
+
+
+def test_several_controls_and_images_in_one_config_are_all_predicted(client: FlaskClient) -> None:
+    body = setup_body({"detection": {"model": "slow_fake"}}, schema=TWO_IMAGES)
+    version = client.post("/setup", json=body).json["model_version"]
+    task = {"id": 5, "data": {"front": data_uri(64, 48), "back": data_uri(32, 40, seed=3)}}
+    request_body = {**predict_body([task]), "label_config": TWO_IMAGES}
+    (entry,) = client.post("/predict", json=request_body).json["results"]
+    assert entry["model_version"] == version
+    by_control = {}
+    for region in entry["result"]:
+        by_control.setdefault(region["from_name"], []).append(region)
+    assert {r["to_name"] for r in by_control["front_boxes"]} == {"front"}
+    assert {r["to_name"] for r in by_control["back_boxes"]} == {"back"}
+    assert {(r["original_width"], r["original_height"]) for r in by_control["back_boxes"]} == {(32, 40)}
+    assert sorted(r["value"]["rectanglelabels"][0] for r in by_control["back_boxes"]) == ["Dog", "Person"]
+    assert LabelInterface(TWO_IMAGES).validate_prediction(entry)
+
+
+def test_tasks_are_batched_up_to_the_adapters_batch_size(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    client.post("/setup", json=setup_body({"detection": {"model": "slow_fake"}}))
+    sizes: list[int] = []
+    original = SlowFakeDetector.__call__
+
+    def spy(self: SlowFakeDetector, images: Sequence[np.ndarray], query: Query) -> list[sv.Detections]:
+        sizes.append(len(images))
+        return original(self, images, query)
+
+    monkeypatch.setattr(SlowFakeDetector, "__call__", spy)
+    tasks = [make_task(i, data_uri(seed=i)) for i in range(10)]
+    results = client.post("/predict", json=predict_body(tasks)).json["results"]
+    assert len(results) == 10 and all(r["result"] for r in results)
+    assert sizes == [4, 4, 2]  # max_batch_size 4

@@ -122,3 +122,11 @@ def test_unloadable_ids_name_the_id_and_the_way_out(tiny: Callable[[str], Path])
         GroundingDino(ModelSpec("grounding_dino", "IDEA-Research/no-such-model", device="cpu")).load()
     with pytest.raises(AdapterLoadError, match="'owlv2' model, not Grounding DINO"):
         GroundingDino(ModelSpec("grounding_dino", str(tiny("owlv2")), device="cpu")).load()
+
+
+def test_reduced_precision_runs_and_answers_in_float32(tiny: Callable[[str], Path]) -> None:
+    adapter = GroundingDino(ModelSpec("grounding_dino", str(tiny("grounding_dino")), device="cpu", dtype="bfloat16"))
+    adapter.load()
+    assert adapter.model.dtype == torch.bfloat16
+    (out,) = adapter([image_array()], query(score_threshold=0.0, text_threshold=0.0))
+    assert len(out) > 0 and out.xyxy.dtype == np.float32 and out.confidence.dtype == np.float32

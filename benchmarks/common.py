@@ -1,0 +1,113 @@
+"""Shared benchmark helpers: real-size random-weight models, timing, and the results table."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: what was measured, both timings, and their ratio."""
+
+    id: str
+    what: str
+    baseline_s: float
+    prelabel_s: float
+    ratio: float
+    target: str
+
+    def cells(self) -> list[str]:
+        return [
+            self.id,
+            self.what,
+            f"{self.baseline_s:.4f}",
+            f"{self.prelabel_s:.4f}",
+            f"{self.ratio:.3f}",
+            self.target,
+        ]
+
+
+def median_time(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of ``fn`` over ``repeats`` calls."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def interleaved_medians(a: Callable[[], Any], b: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    """Median times of ``a`` and ``b``, alternating calls so machine noise hits both alike."""
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        for fn, times in ((a, times_a), (b, times_b)):
+            started = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - started)
+    return statistics.median(times_a), statistics.median(times_b)
+
+
+def bert_vocab_tokenizer(size: int = 30522) -> Any:
+    """A BertTokenizer with bert-base's vocabulary size (synthetic entries: the hub is unreachable)."""
+    from transformers import BertTokenizer
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","]
+    words += [
+        "a",
+        "an",
+        "the",
+        "of",
+        "photo",
+        "cat",
+        "dog",
+        "person",
+        "car",
+        "truck",
+        "remote",
+        "bird",
+        "tree",
+        "house",
+        "bus",
+        "bicycle",
+        "chair",
+        "table",
+    ]
+    words += list("abcdefghijklmnopqrstuvwxyz0123456789") + ["##" + c for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    vocab = dict.fromkeys(words)
+    vocab.update(dict.fromkeys(f"[unused{i}]" for i in range(size - len(vocab))))
+    return BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}, model_max_length=256)
+
+
+def real_size_grounding_dino(directory: Path) -> Path:
+    """Grounding DINO-T at full size (Swin-T + BERT-base, 900 queries) with random weights, saved once."""
+    if (directory / "config.json").exists():
+        return directory
+    import torch
+    from transformers import (
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+    )
+
+    torch.manual_seed(0)
+    GroundingDinoForObjectDetection(GroundingDinoConfig()).save_pretrained(directory)
+    GroundingDinoProcessor(GroundingDinoImageProcessor(), bert_vocab_tokenizer()).save_pretrained(directory)
+    return directory
+
+
+def cache_dir() -> Path:
+    """Where benchmark models are kept between runs (``PRELABEL_BENCH_CACHE``, default ``.cache/bench``)."""
+    path = Path(os.environ.get("PRELABEL_BENCH_CACHE", ".cache/bench")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
