@@ -26,11 +26,12 @@ from typing import Any
 from backend.errors import ProjectSettingsError
 from backend.label_config import Target, parse_targets
 from model_adapters.base import ModelSpec, SettingsError, Task, make_params
-from model_adapters.registry import UnknownAdapterError, resolve_adapter
+from model_adapters.registry import UnknownAdapterError, available_adapters, resolve_adapter
 
 __all__ = [
     "DEFAULT_MODELS",
     "DetectionPost",
+    "ExampleRef",
     "Plan",
     "TargetPlan",
     "build_plan",
@@ -44,7 +45,8 @@ _LOAD_KEYS = ("model", "model_id", "device", "dtype")
 _CONTROL_ATTRS = {"model_score_threshold": "score_threshold"}
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
-_TOP_KEYS = frozenset({*(t.value for t in Task), "prompts", "controls"})
+_LABEL_MAPS = ("prompts", "examples")  # label -> value mappings, at the top level and per control
+_TOP_KEYS = frozenset({*(t.value for t in Task), *_LABEL_MAPS, "controls"})
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,21 @@ _POST: Mapping[Task, type] = {Task.DETECTION: DetectionPost}
 
 
 @dataclass(frozen=True)
+class ExampleRef:
+    """An example box of a label from the settings (few-shot visual prompt).
+
+    Attributes:
+        label: Index of the label in ``target.labels``.
+        image: Image reference, fetched like a task image (URL, ``/data/...``, ``s3://``, ``data:``).
+        rect: ``(x, y, width, height)`` in percent of the image, as Label Studio stores rectangles.
+    """
+
+    label: int
+    image: str
+    rect: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
 class TargetPlan:
     """How one target is served.
 
@@ -75,7 +92,8 @@ class TargetPlan:
         params: The adapter's ``Params`` instance.
         post: The task's post-processing settings (e.g. ``DetectionPost``).
         prompts: Texts sent to the model.
-        prompt_labels: For each prompt, the index of its label in ``target.labels``.
+        prompt_labels: Label index (in ``target.labels``) of each prompt, then of each example.
+        examples: Example boxes sent after the texts, for adapters that accept them.
     """
 
     target: Target
@@ -84,6 +102,7 @@ class TargetPlan:
     post: Any
     prompts: tuple[str, ...]
     prompt_labels: tuple[int, ...]
+    examples: tuple[ExampleRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,7 +141,7 @@ def _check_top(settings: Mapping[str, Any], where: str) -> None:
             f"{where}: unknown key {unknown[0]!r}{hint}; expected any of {', '.join(sorted(_TOP_KEYS))}, "
             f'e.g. {{"detection": {{"model": "owlv2", "score_threshold": 0.2}}}}'
         )
-    for key in (*(t.value for t in Task), "prompts", "controls"):
+    for key in (*(t.value for t in Task), *_LABEL_MAPS, "controls"):
         if key in settings and not isinstance(settings[key], dict):
             raise ProjectSettingsError(f"{where}.{key} must be a JSON object, got {settings[key]!r}")
 
@@ -180,7 +199,8 @@ def _plan_target(
         key: _number(target.attrs[attr], attr) for attr, key in _CONTROL_ATTRS.items() if attr in target.attrs
     }
     project_layer = {**project.get(task.value, {}), **project.get("controls", {}).get(target.control, {})}
-    project_layer.pop("prompts", None)
+    for key in _LABEL_MAPS:
+        project_layer.pop(key, None)
     merged = {"device": device, "dtype": dtype, **env_layer, **attr_layer, **project_layer}
     model = merged.pop("model", DEFAULT_MODELS[task])
     try:
@@ -209,12 +229,22 @@ def _plan_target(
     except SettingsError as exc:
         raise ProjectSettingsError(f"{where}: {exc}") from None
     prompts, prompt_labels = _prompts(target, project)
-    return TargetPlan(target, spec, params, post, prompts, prompt_labels)
+    examples = _examples(target, project)
+    if examples and not adapter.accepts_examples:
+        takers = ", ".join(n for n in available_adapters() if "." not in n and resolve_adapter(n)[0].accepts_examples)
+        raise ProjectSettingsError(f"{where}: model {model!r} does not take example boxes; models that do: {takers}")
+    labels = prompt_labels + tuple(e.label for e in examples)
+    return TargetPlan(target, spec, params, post, prompts, labels, examples)
+
+
+def _label_map(target: Target, project: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A label -> value mapping (``prompts`` or ``examples``): the control's entries over the project's."""
+    return {**project.get(key, {}), **project.get("controls", {}).get(target.control, {}).get(key, {})}
 
 
 def _prompts(target: Target, project: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """Prompts per label: extra_params (control, then project) > ``predicted_values`` > the label itself."""
-    mapping = {**project.get("prompts", {}), **project.get("controls", {}).get(target.control, {}).get("prompts", {})}
+    mapping = _label_map(target, project, "prompts")
     prompts: list[str] = []
     owners: list[int] = []
     for i, label in enumerate(target.labels):
@@ -236,16 +266,47 @@ def _prompt_list(value: Any, label: str) -> tuple[str, ...]:
     return texts
 
 
+def _examples(target: Target, project: Mapping[str, Any]) -> tuple[ExampleRef, ...]:
+    """Example boxes per label, each ``{"image": ref, "x", "y", "width", "height"}`` in percent."""
+    examples = []
+    for label, items in _label_map(target, project, "examples").items():
+        if label not in target.labels:
+            continue
+        where = f"examples.{label}"
+        if not isinstance(items, list):
+            raise ProjectSettingsError(f"{where} must be a list of example boxes")
+        for item in items:
+            rect = _example_rect(item, where)
+            examples.append(ExampleRef(target.labels.index(label), item["image"], rect))
+    return tuple(examples)
+
+
+def _example_rect(item: Any, where: str) -> tuple[float, float, float, float]:
+    example = '{"image": "/data/upload/1/cat.jpg", "x": 10, "y": 20, "width": 30, "height": 40}'
+    keys = ("x", "y", "width", "height")
+    if (
+        not isinstance(item, dict)
+        or not isinstance(item.get("image"), str)
+        or not all(isinstance(item.get(k), int | float) and not isinstance(item.get(k), bool) for k in keys)
+    ):
+        raise ProjectSettingsError(f"{where}: each example must look like {example}, got {item!r}")
+    x, y, width, height = (float(item[k]) for k in keys)
+    if not (0 <= x < 100 and 0 <= y < 100 and 0 < width <= 100 - x and 0 < height <= 100 - y):
+        raise ProjectSettingsError(f"{where}: the box must lie inside the image, in percent, got {item!r}")
+    return x, y, width, height
+
+
 def _check_prompt_labels(project: Mapping[str, Any], targets: tuple[Target, ...]) -> None:
     labels = {label for t in targets for label in t.labels}
-    sections = [("extra_params.prompts", project.get("prompts", {}))] + [
-        (f"extra_params.controls.{name}.prompts", c.get("prompts", {}))
+    sections = [(f"extra_params.{key}", project.get(key, {})) for key in _LABEL_MAPS] + [
+        (f"extra_params.controls.{name}.{key}", c.get(key, {}))
         for name, c in project.get("controls", {}).items()
         if isinstance(c, dict)
+        for key in _LABEL_MAPS
     ]
     for where, mapping in sections:
         if not isinstance(mapping, dict):
-            raise ProjectSettingsError(f"{where} must map label -> prompts, got {mapping!r}")
+            raise ProjectSettingsError(f"{where} must map label -> values, got {mapping!r}")
         for label in mapping:
             if label not in labels:
                 raise ProjectSettingsError(f"{where}: {label!r} is not a label in the config; labels: {sorted(labels)}")
@@ -303,6 +364,7 @@ def _model_version(plans: list[TargetPlan]) -> str:
             "post": dataclasses.asdict(p.post),
             "prompts": p.prompts,
             "prompt_labels": p.prompt_labels,
+            "examples": [dataclasses.asdict(e) for e in p.examples],
             "labels": p.target.labels,
         }
         for p in plans

@@ -9,6 +9,8 @@ it; the other tasks are still predicted.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,8 +25,8 @@ from backend.errors import BadRequest, MediaError
 from backend.ls_client import LabelStudioClient
 from backend.media import MediaFetcher
 from backend.models import ModelPool
-from backend.plan import Plan, TargetPlan
-from model_adapters.base import Query, Task
+from backend.plan import ExampleRef, Plan, TargetPlan
+from model_adapters.base import ExamplePrompt, Query, Task
 
 __all__ = ["Runner"]
 
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # Tasks whose images are held in memory at once (and fetched while the previous chunk is on the model).
 CHUNK_TASKS = 16
+# Example images (few-shot prompts from the settings) kept decoded between requests.
+EXAMPLE_IMAGES_KEPT = 32
 
 
 @dataclass
@@ -58,6 +62,8 @@ class Runner:
         self.fetcher = fetcher
         self.executor = executor
         self.model_wait = model_wait
+        self._example_images: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._examples_lock = threading.Lock()
 
     def predict(self, tasks: Sequence[Any], plan: Plan, ls: LabelStudioClient | None) -> list[dict[str, Any]]:
         """Predict every task; the answer has one ``{"result", "score", "model_version"}`` entry per task.
@@ -71,7 +77,7 @@ class Runner:
             self.pool.get(target.spec, self.model_wait)
         for chunk, images in self._prefetched(states, plan, ls):
             for target in plan.targets:
-                self._run_target(target, chunk, images)
+                self._run_target(target, chunk, images, ls)
         entries = []
         for state in states:
             if state.errors:
@@ -117,12 +123,23 @@ class Runner:
         return futures
 
     def _run_target(
-        self, target: TargetPlan, chunk: list[_TaskState], images: dict[tuple[int, str], np.ndarray]
+        self,
+        target: TargetPlan,
+        chunk: list[_TaskState],
+        images: dict[tuple[int, str], np.ndarray],
+        ls: LabelStudioClient | None,
     ) -> None:
         key = target.target.value_key
         ready = [(s, images[(s.index, key)]) for s in chunk if (s.index, key) in images]
         adapter = self.pool.get(target.spec, self.model_wait)
-        query = Query(target.prompts, target.params)
+        try:
+            examples = tuple(self._example_prompt(example, ls) for example in target.examples)
+        except MediaError as exc:
+            metrics.ERRORS.labels("media").inc()
+            for state, _ in ready:
+                state.errors.append(f"example image of control {target.target.control!r}: {exc}")
+            return
+        query = Query((*target.prompts, *examples), target.params)
         for start in range(0, len(ready), adapter.max_batch_size):
             batch = ready[start : start + adapter.max_batch_size]
             try:
@@ -138,6 +155,21 @@ class Runner:
                 image_wh = (image.shape[1], image.shape[0])
                 if target.target.task is Task.DETECTION:
                     state.regions.extend(detection_regions(answer, target, image_wh))
+
+    def _example_prompt(self, example: ExampleRef, ls: LabelStudioClient | None) -> ExamplePrompt:
+        """An example box as the adapter takes it; example images are fetched once and kept (a few)."""
+        with self._examples_lock:
+            image = self._example_images.get(example.image)
+        if image is None:
+            image = self.fetcher.load(example.image, task_id=None, ls=ls)
+            with self._examples_lock:
+                self._example_images[example.image] = image
+                while len(self._example_images) > EXAMPLE_IMAGES_KEPT:
+                    self._example_images.popitem(last=False)
+        height, width = image.shape[:2]
+        x, y, w, h = example.rect
+        box = (x * width / 100, y * height / 100, (x + w) * width / 100, (y + h) * height / 100)
+        return ExamplePrompt(image, box, key=f"{example.image}#{example.rect}")
 
 
 def _task_state(task: Any, index: int) -> _TaskState:

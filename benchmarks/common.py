@@ -111,3 +111,31 @@ def cache_dir() -> Path:
     path = Path(os.environ.get("PRELABEL_BENCH_CACHE", ".cache/bench")).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def clip_vocab_tokenizer(size: int = 49408, max_length: int = 16) -> Any:
+    """A CLIPTokenizer with CLIP's vocabulary size (synthetic entries); specials last, so bos/eos are 49406/49407."""
+    from transformers import CLIPTokenizer
+
+    symbols = [chr(c) for c in range(33, 127)] + [chr(c) for c in range(161, 173)] + [chr(c) for c in range(174, 256)]
+    symbols += [chr(256 + n) for n in range(256 - len(symbols))]
+    vocab = dict.fromkeys(symbols + [s + "</w>" for s in symbols])
+    vocab.update(dict.fromkeys(f"filler{i}</w>" for i in range(size - 2 - len(vocab))))
+    vocab.update(dict.fromkeys(["<|startoftext|>", "<|endoftext|>"]))
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=[], model_max_length=max_length)
+
+
+def real_size_owlv2(directory: Path) -> Path:
+    """OWLv2 B/16 at 960 px (the base ensemble checkpoint's layout) with random weights, saved once."""
+    if (directory / "config.json").exists():
+        return directory
+    import torch
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+
+    torch.manual_seed(0)
+    text = {"bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 0}
+    config = Owlv2Config(text_config=text, vision_config={"image_size": 960, "patch_size": 16})
+    Owlv2ForObjectDetection(config).save_pretrained(directory)
+    processor = Owlv2ImageProcessor(size={"height": 960, "width": 960})
+    Owlv2Processor(processor, clip_vocab_tokenizer()).save_pretrained(directory)
+    return directory

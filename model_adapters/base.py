@@ -30,6 +30,7 @@ __all__ = [
     "Adapter",
     "AdapterError",
     "AdapterLoadError",
+    "ExamplePrompt",
     "ModelSpec",
     "Query",
     "SettingsError",
@@ -81,16 +82,32 @@ class ModelSpec:
 P = TypeVar("P")
 
 
+@dataclass(frozen=True, eq=False)
+class ExamplePrompt:
+    """A visual prompt: one example of a class, as a box on an image (few-shot detection).
+
+    Attributes:
+        image: ``(H, W, 3)`` uint8 RGB image holding the example.
+        box: ``(x1, y1, x2, y2)`` in pixels of ``image``.
+        key: Stable identity (e.g. source URL and box), so adapters can cache the example's embedding.
+    """
+
+    image: np.ndarray
+    box: tuple[float, float, float, float]
+    key: str = ""
+
+
 @dataclass(frozen=True)
 class Query(Generic[P]):
     """What to look for in a batch of images.
 
     Attributes:
-        prompts: Texts the model is asked about; ``class_id`` in the answer indexes this tuple.
+        prompts: Texts (or, for adapters with ``accepts_examples``, example boxes) the model is asked about;
+            ``class_id`` in the answer indexes this tuple.
         params: The adapter's ``Params`` instance (thresholds and other per-request knobs).
     """
 
-    prompts: tuple[str, ...]
+    prompts: tuple[str | ExamplePrompt, ...]
     params: P
 
 
@@ -107,6 +124,7 @@ class Adapter(ABC, Generic[P]):
     default_variant: ClassVar[str]
     Params: ClassVar[type]
     max_batch_size: ClassVar[int] = 4
+    accepts_examples: ClassVar[bool] = False  # whether prompts may include ExamplePrompt
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec

@@ -48,7 +48,13 @@ class GroundingDino(Adapter[GroundingDinoParams]):
     task = Task.DETECTION
     variants: Mapping[str, str] = {
         "tiny": "IDEA-Research/grounding-dino-tiny",
-        "base": "IDEA-Research/grounding-dino-base",
+        "base": "IDEA-Research/grounding-dino-base",  # Swin-B
+        "mm_tiny": "openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det",
+        "mm_base": "openmmlab-community/mm_grounding_dino_base_o365v1_goldg_v3det",
+        "mm_large": "openmmlab-community/mm_grounding_dino_large_all",
+        "llmdet_tiny": "iSEE-Laboratory/llmdet_tiny",
+        "llmdet_base": "iSEE-Laboratory/llmdet_base",
+        "llmdet_large": "iSEE-Laboratory/llmdet_large",
     }
     default_variant = "tiny"
     Params = GroundingDinoParams

@@ -15,7 +15,7 @@ from model_adapters.base import Adapter
 __all__ = ["UnknownAdapterError", "available_adapters", "register_adapter", "resolve_adapter"]
 
 # Family modules, in the order `available_adapters` lists them.
-_FAMILY_MODULES = ("grounding_dino",)
+_FAMILY_MODULES = ("grounding_dino", "owl", "omdet_turbo")
 
 _ADAPTERS: dict[str, type[Adapter]] = {}
 _discovered = False

@@ -289,3 +289,21 @@ def test_tasks_are_batched_up_to_the_adapters_batch_size(client: FlaskClient, mo
     results = client.post("/predict", json=predict_body(tasks)).json["results"]
     assert len(results) == 10 and all(r["result"] for r in results)
     assert sizes == [4, 4, 2]  # max_batch_size 4
+
+
+def test_few_shot_examples_reach_an_owl_model(client: FlaskClient, tiny: Any) -> None:
+    example = {"image": data_uri(64, 48, seed=7), "x": 10, "y": 10, "width": 50, "height": 50}
+    extra = {"detection": {"model": "owlv2", "model_id": str(tiny("owlv2")), "score_threshold": 0.0,
+                           "nms_threshold": 1.0}, "examples": {"Remote": [example]}}  # fmt: skip
+    client.post("/setup", json=setup_body(extra))
+    (entry,) = client.post("/predict", json=predict_body([make_task(1, data_uri())])).json["results"]
+    assert entry["result"] and LabelInterface(RECT_CONFIG).validate_prediction(entry)
+    assert {r["value"]["rectanglelabels"][0] for r in entry["result"]} <= {"Cat", "Remote"}
+
+
+def test_an_unreachable_example_image_fails_the_tasks_with_a_reason(client: FlaskClient, tiny: Any) -> None:
+    example = {"image": "ftp://nowhere/x.png", "x": 10, "y": 10, "width": 50, "height": 50}
+    extra = {"detection": {"model": "owlv2", "model_id": str(tiny("owlv2"))}, "examples": {"Cat": [example]}}
+    client.post("/setup", json=setup_body(extra))
+    (entry,) = client.post("/predict", json=predict_body([make_task(1, data_uri())])).json["results"]
+    assert entry == {"result": [], "score": 0.0, "model_version": entry["model_version"]}

@@ -135,3 +135,35 @@ def test_server_defaults_are_checked_at_startup() -> None:
         check_server_defaults({"detection": {"typo": 1}})
     with pytest.raises(ProjectSettingsError, match="PRELABEL_DEFAULTS: unknown key 'model'"):
         check_server_defaults({"model": "owlv2"})
+
+
+EXAMPLE = {"image": "/data/upload/1/cat.jpg", "x": 10, "y": 20, "width": 30, "height": 40}
+
+
+def test_example_boxes_become_visual_prompts_after_the_texts() -> None:
+    project = {"detection": {"model": "owlv2"}, "examples": {"Cat": [EXAMPLE, {**EXAMPLE, "x": 50}]}}
+    (target,) = plan(project=project).targets
+    assert target.prompts == ("a cat", "cat", "Remote")
+    assert [(e.label, e.image, e.rect) for e in target.examples] == [
+        (0, "/data/upload/1/cat.jpg", (10.0, 20.0, 30.0, 40.0)), (0, "/data/upload/1/cat.jpg", (50.0, 20.0, 30.0, 40.0)),
+    ]  # fmt: skip
+    assert target.prompt_labels == (0, 0, 1, 0, 0)
+    assert plan(project=project).model_version != plan(project={"detection": {"model": "owlv2"}}).model_version
+
+
+@pytest.mark.parametrize(
+    ("project", "match"),
+    [
+        (
+            {"examples": {"Cat": [EXAMPLE]}},
+            "'grounding_dino' does not take example boxes; models that do: owlvit, owlv2",
+        ),
+        ({"detection": {"model": "owlv2"}, "examples": {"Cat": EXAMPLE}}, "must be a list"),
+        ({"detection": {"model": "owlv2"}, "examples": {"Cat": [{"image": "x"}]}}, "each example must look like"),
+        ({"detection": {"model": "owlv2"}, "examples": {"Cat": [{**EXAMPLE, "width": 95}]}}, "inside the image"),
+        ({"detection": {"model": "owlv2"}, "examples": {"Dog": [EXAMPLE]}}, "'Dog' is not a label"),
+    ],
+)
+def test_example_settings_are_checked(project: dict[str, Any], match: str) -> None:
+    with pytest.raises(ProjectSettingsError, match=match):
+        plan(project=project)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -93,3 +94,41 @@ def test_retrieve_predictions_through_the_data_manager(
     metrics = requests.get(f"{pat_server.url}/metrics", timeout=10).text  # aggregated over both workers
     assert 'prelabel_requests_total{method="POST",route="/predict",status="200"}' in metrics
     assert 'prelabel_adapter_images_total{adapter="grounding_dino"} 3.0' in metrics
+
+
+@pytest.fixture(scope="module")
+def setup_token_server(label_studio: LabelStudio, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrelabelServer]:
+    """prelabel with no Label Studio settings: it uses the hostname and token from /setup, and reads local files."""
+    env = {
+        "LOCAL_FILES_DOCUMENT_ROOT": str(label_studio.document_root),
+        "LABEL_STUDIO_URL": "",
+        "LABEL_STUDIO_API_KEY": "",
+    }
+    with PrelabelServer(tmp_path_factory.mktemp("prelabel-legacy"), env) as server:
+        yield server
+
+
+@pytest.mark.parametrize("model", ["owlv2", "omdet_turbo"])
+def test_each_project_picks_its_detector_through_extra_params(
+    label_studio: LabelStudio,
+    setup_token_server: PrelabelServer,
+    tiny: Callable[[str], Path],
+    tmp_path: Path,
+    model: str,
+) -> None:
+    ls = label_studio
+    project = ls.create_project(f"prelabel {model}", RECT)
+    task_ids = ls.import_files(project["id"], [write_image(tmp_path / "u.jpg", 64, 48, 4)])
+    local = write_image(ls.document_root / f"e2e-{model}" / "l.jpg", 48, 64, 5)
+    ls.add_local_storage(project["id"], f"e2e-{model}")
+    task_ids += ls.import_tasks(project["id"], [{"data": {"image": ls.local_file_url(local)}}])
+    extra = json.dumps({"detection": {"model": model, "model_id": str(tiny(model)), "score_threshold": 0.0}})
+    ls.add_ml_backend(
+        project["id"], setup_token_server.url, title=model, extra_params=extra
+    )  # as a string, like the UI
+    ls.retrieve_predictions(project["id"])
+    for task_id in task_ids:
+        (prediction,) = ls.predictions(task_id)
+        assert prediction["model_version"].startswith(f"{model}-")
+        assert prediction["result"], f"task {task_id} got no regions:\n{setup_token_server.log_tail()}"
+        assert LabelInterface(RECT).validate_prediction(prediction)

@@ -13,7 +13,7 @@ from model_adapters.registry import UnknownAdapterError, available_adapters, reg
 from tests.helpers import image_array
 
 # Every registered family, with the tiny model the sweep loads it from. A new adapter must add a line.
-TINY_FOR = {"grounding_dino": "grounding_dino"}
+TINY_FOR = {"grounding_dino": "grounding_dino", "owlvit": "owlvit", "owlv2": "owlv2", "omdet_turbo": "omdet_turbo"}
 FAMILIES = sorted(
     name
     for name in available_adapters()
@@ -23,7 +23,8 @@ FAMILIES = sorted(
 
 def test_names_resolve_to_families_and_variants() -> None:
     names = available_adapters()
-    assert {"grounding_dino", "grounding_dino.tiny", "grounding_dino.base"} <= set(names)
+    assert {"grounding_dino", "grounding_dino.tiny", "grounding_dino.base", "grounding_dino.llmdet_tiny"} <= set(names)
+    assert {"owlv2", "owlv2.large", "owlvit", "owlvit.base16", "omdet_turbo"} <= set(names)
     cls, model_id = resolve_adapter("grounding_dino")
     assert cls.name == "grounding_dino" and model_id == "IDEA-Research/grounding-dino-tiny"
     assert resolve_adapter("grounding_dino.base")[1] == "IDEA-Research/grounding-dino-base"
@@ -32,7 +33,10 @@ def test_names_resolve_to_families_and_variants() -> None:
 def test_unknown_names_list_what_exists() -> None:
     with pytest.raises(UnknownAdapterError, match="unknown model 'yolo'; available: .*grounding_dino"):
         resolve_adapter("yolo")
-    with pytest.raises(UnknownAdapterError, match="grounding_dino has: grounding_dino.tiny, grounding_dino.base"):
+    with pytest.raises(
+        UnknownAdapterError,
+        match="grounding_dino has: grounding_dino.tiny, grounding_dino.base, grounding_dino.mm_tiny",
+    ):
         resolve_adapter("grounding_dino.xxl")
 
 
