@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -428,7 +429,9 @@ def build_blip(path: Path) -> Path:
         "sep_token_id": tokenizer.sep_token_id,
         "eos_token_id": tokenizer.sep_token_id,
     }
-    config = tfm.BlipConfig(text_config=text, vision_config=TINY_VISION, projection_dim=16, image_text_hidden_size=16)
+    # BlipVisionConfig's default initializer_range (1e-10) makes the tiny model ignore its image.
+    vision = {**TINY_VISION, "initializer_range": 0.02}
+    config = tfm.BlipConfig(text_config=text, vision_config=vision, projection_dim=16, image_text_hidden_size=16)
     processor = tfm.BlipProcessor(tfm.BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer)
     return _save(path, tfm.BlipForImageTextRetrieval, config, processor)
 
@@ -834,14 +837,16 @@ def tiny_segment_anything_model(
 def build_segment_anything(path: Path) -> Path:
     """Save a tiny random ``segment_anything`` Sam (256 px, 110 k params) to ``path/sam_tiny.pth``.
 
-    Reload with ``tiny_segment_anything_model(checkpoint, **segment_anything_tiny_kwargs())``; then
-    ``SamPredictor.set_image`` / ``predict`` take a few ms and give full-size bool masks.
+    Its builder sizes go beside it in ``sam_tiny.json``, which is how the ``segment_anything`` adapter loads
+    non-standard sizes. Reload by hand with ``tiny_segment_anything_model(checkpoint,
+    **segment_anything_tiny_kwargs())``; ``SamPredictor.set_image`` / ``predict`` then take a few ms.
     """
     path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(SEED)
     model = tiny_segment_anything_model(**segment_anything_tiny_kwargs())
     checkpoint = path / "sam_tiny.pth"
     torch.save(model.state_dict(), checkpoint)
+    checkpoint.with_suffix(".json").write_text(json.dumps(segment_anything_tiny_kwargs()))
     return checkpoint
 
 
@@ -849,7 +854,41 @@ def build_segment_anything(path: Path) -> Path:
 # Registry
 # --------------------------------------------------------------------------------------------------
 
+ALBEF_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "albef"
+
+
+def build_albef(path: Path, checkpoint: str = "albef_tiny_retrieval96.pth") -> Path:
+    """A tiny ALBEF checkpoint (official layout, from the fixtures) with its vocab and BERT config beside it.
+
+    Returns the ``.pth`` path, which is the ``model_id`` of the ``albef`` adapter.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    for name in (checkpoint, "vocab.txt", "config_bert_small.json"):
+        shutil.copy(ALBEF_FIXTURES / name, path / name)
+    return path / checkpoint
+
+
+def build_open_clip_dir(path: Path) -> Path:
+    """``build_open_clip`` as a folder ``model_id`` for the ``openclip`` adapter (config + weights inside)."""
+    build_open_clip(path)
+    return path
+
+
+def build_fastvit_dir(path: Path) -> Path:
+    """Random ``fastvit_t8`` saved the way ``hf download timm/...`` lays it out (``config.json`` + weights)."""
+    import timm
+    from timm.models import save_for_hf
+
+    torch.manual_seed(SEED)
+    save_for_hf(timm.create_model(FASTVIT_NAME, pretrained=False), path)
+    return path
+
+
 TINY_BUILDERS: dict[str, Callable[[Path], Path]] = {
+    "albef": build_albef,
+    "openclip": build_open_clip_dir,
+    "fastvit": build_fastvit_dir,
+    "segment_anything": build_segment_anything,
     "grounding_dino": build_grounding_dino,
     "mm_grounding_dino": build_mm_grounding_dino,
     "owlvit": build_owlvit,
