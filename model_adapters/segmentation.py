@@ -133,16 +133,19 @@ class PromptableSegmenter(Adapter[P]):
         """Run the image encoder on one ``(H, W, 3)`` uint8 image; return what ``decode`` needs."""
 
     @abstractmethod
-    def decode(self, embedding: Any, image: np.ndarray, prompt: MaskPrompt) -> sv.Detections:
+    def decode(self, embedding: Any, image: np.ndarray, prompt: MaskPrompt, params: P | None = None) -> sv.Detections:
         """Masks for the prompt from a cached embedding: one per box, or one for the clicks."""
 
-    def segment(self, image: np.ndarray, prompt: MaskPrompt, *, image_key: str | None = None) -> sv.Detections:
+    def segment(
+        self, image: np.ndarray, prompt: MaskPrompt, *, image_key: str | None = None, params: P | None = None
+    ) -> sv.Detections:
         """Masks for ``prompt`` on ``image``; the image embedding is reused across calls with the same key.
 
         Args:
             image: ``(H, W, 3)`` uint8 RGB.
             prompt: Boxes and/or clicks in pixels.
             image_key: Identity of the image (e.g. its URL); by default a hash of its pixels.
+            params: The adapter's ``Params`` (defaults when ``None``).
         """
         import torch
 
@@ -154,7 +157,7 @@ class PromptableSegmenter(Adapter[P]):
                 self.embeddings.put(key, embedding)
             if not prompt.boxes and not prompt.clicks:
                 return masks_to_detections(np.zeros((0, *image.shape[:2]), dtype=bool), np.zeros(0))
-            return self.decode(embedding, image, prompt)
+            return self.decode(embedding, image, prompt, params)
 
     # Batch prelabeling of text prompts is done by a detector plus ``segment``; these stages are unused.
     def preprocess(self, images: Any, query: Query[P]) -> dict[str, Any]:
