@@ -1,7 +1,7 @@
-"""``supervision.Detections`` -> Label Studio result regions (percent coordinates).
+"""Model answers -> Label Studio result regions: rectangles, polygons, brush masks, choices.
 
-Pure functions: pixel boxes in, JSON-ready dicts out. Coordinates are clipped to the image and expressed in
-percent of the displayed (EXIF-oriented) image, which is what Label Studio stores.
+Pure functions: pixels in, JSON-ready dicts out. Coordinates are clipped to the image and expressed in percent
+of the displayed (EXIF-oriented) image, which is what Label Studio stores; brush masks use its RLE.
 """
 
 from __future__ import annotations
@@ -12,7 +12,14 @@ from typing import Any
 import numpy as np
 import supervision as sv
 
-__all__ = ["detections_to_rectangles", "region_id", "task_score"]
+__all__ = [
+    "brush_region",
+    "choices_region",
+    "detections_to_rectangles",
+    "polygon_region",
+    "region_id",
+    "task_score",
+]
 
 
 def region_id() -> str:
@@ -85,3 +92,51 @@ def task_score(regions: list[dict[str, Any]]) -> float:
     """
     scores = [r["score"] for r in regions if "score" in r]
     return float(np.mean(scores)) if scores else 0.0
+
+
+def _base_region(
+    kind: str, from_name: str, to_name: str, image_wh: tuple[int, int], score: float, value: dict[str, Any]
+) -> dict[str, Any]:
+    width, height = image_wh
+    return {
+        "id": region_id(),
+        "from_name": from_name,
+        "to_name": to_name,
+        "type": kind,
+        "original_width": width,
+        "original_height": height,
+        "image_rotation": 0,
+        "score": float(score),
+        "value": value,
+    }
+
+
+def polygon_region(
+    points_xy: np.ndarray, label: str, score: float, *, image_wh: tuple[int, int], from_name: str, to_name: str
+) -> dict[str, Any]:
+    """A ``polygonlabels`` region from pixel points (N, 2), in percent of the image."""
+    width, height = image_wh
+    percent = np.clip(points_xy / [width, height] * 100.0, 0.0, 100.0)
+    value = {"points": percent.round(4).tolist(), "closed": True, "polygonlabels": [label]}
+    return _base_region("polygonlabels", from_name, to_name, image_wh, score, value)
+
+
+def brush_region(mask: np.ndarray, label: str, score: float, *, from_name: str, to_name: str) -> dict[str, Any]:
+    """A ``brushlabels`` region holding the mask (H, W) in Label Studio's RLE."""
+    from backend.brush_rle import mask_to_rle
+
+    height, width = mask.shape
+    value = {"format": "rle", "rle": mask_to_rle(mask), "brushlabels": [label]}
+    return _base_region("brushlabels", from_name, to_name, (width, height), score, value)
+
+
+def choices_region(labels: list[str], score: float, *, from_name: str, to_name: str) -> dict[str, Any]:
+    """A ``choices`` region (whole-image classification)."""
+    return {
+        "id": region_id(),
+        "from_name": from_name,
+        "to_name": to_name,
+        "type": "choices",
+        "score": float(score),
+        "value": {"choices": labels},
+    }

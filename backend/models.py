@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import supervision as sv
@@ -23,6 +24,7 @@ from model_adapters.registry import resolve_adapter
 __all__ = ["ModelPool", "ModelUnavailable"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _RETRY_AFTER_S = 30.0
 # One load at a time per process: model libraries' lazy imports are not thread-safe, and parallel loads
 # would only compete for the same disk and memory.
@@ -96,16 +98,20 @@ class ModelPool:
         assert entry.adapter is not None
         return entry.adapter
 
-    def run(self, spec: ModelSpec, images: Sequence[np.ndarray], query: Query) -> list[sv.Detections]:
-        """Run a loaded model on one batch (the caller has waited for it with ``get``)."""
+    def call(self, spec: ModelSpec, work: Callable[[Adapter], T], images: int) -> T:
+        """Run ``work(adapter)`` on a loaded model (the caller has waited for it with ``get``), timed."""
         entry = self._entries[spec]
         assert entry.adapter is not None
         started = time.perf_counter()
         with entry.lock:
-            out = entry.adapter(images, query)
+            out = work(entry.adapter)
         metrics.ADAPTER_SECONDS.labels(spec.adapter).observe(time.perf_counter() - started)
-        metrics.ADAPTER_IMAGES.labels(spec.adapter).inc(len(images))
+        metrics.ADAPTER_IMAGES.labels(spec.adapter).inc(images)
         return out
+
+    def run(self, spec: ModelSpec, images: Sequence[np.ndarray], query: Query) -> list[sv.Detections]:
+        """Run a loaded model's three stages on one batch."""
+        return self.call(spec, lambda adapter: adapter(images, query), len(images))
 
     def status(self) -> list[dict[str, str]]:
         """One line per model: spec and state (loading, ready, failed)."""

@@ -21,7 +21,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from backend.errors import ProjectSettingsError
 from backend.label_config import Target, parse_targets
@@ -30,23 +30,39 @@ from model_adapters.registry import UnknownAdapterError, available_adapters, res
 
 __all__ = [
     "DEFAULT_MODELS",
+    "SECTION_TASKS",
+    "ClassificationPost",
     "DetectionPost",
     "ExampleRef",
+    "InteractivePlan",
     "Plan",
+    "SegmentationPost",
     "TargetPlan",
     "build_plan",
     "check_server_defaults",
     "parse_extra_params",
 ]
 
-# The model a task gets when nothing says otherwise; a task missing here is "not supported yet".
-DEFAULT_MODELS: Mapping[Task, str] = {Task.DETECTION: "grounding_dino"}
+# Settings sections: the task their models do, and the model used when nothing says otherwise.
+SECTION_TASKS: Mapping[str, Task] = {
+    "detection": Task.DETECTION,
+    "classification": Task.CLASSIFICATION,
+    "segmentation": Task.SEGMENTATION,
+    "interactive": Task.SEGMENTATION,
+}
+DEFAULT_MODELS: Mapping[str, str] = {
+    "detection": "grounding_dino",
+    "classification": "clip",
+    "segmentation": "sam",
+    "interactive": "sam",
+}
 _LOAD_KEYS = ("model", "model_id", "device", "dtype")
 _CONTROL_ATTRS = {"model_score_threshold": "score_threshold"}
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
 _LABEL_MAPS = ("prompts", "examples")  # label -> value mappings, at the top level and per control
-_TOP_KEYS = frozenset({*(t.value for t in Task), *_LABEL_MAPS, "controls"})
+_MASK_CONTROLS = ("BrushLabels", "PolygonLabels")  # preferred order for interactive answers
+_TOP_KEYS = frozenset({*SECTION_TASKS, *_LABEL_MAPS, "controls"})
 
 
 @dataclass(frozen=True)
@@ -64,7 +80,45 @@ class DetectionPost:
     max_detections: int = 100
 
 
-_POST: Mapping[Task, type] = {Task.DETECTION: DetectionPost}
+@dataclass(frozen=True)
+class ClassificationPost:
+    """How a classifier's scores become choices.
+
+    Attributes:
+        score_threshold: With ``choice="multiple"``, keep every label whose score reaches this.
+        label_thresholds: Per-label thresholds overriding ``score_threshold``.
+    """
+
+    score_threshold: float = 0.5
+    label_thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SegmentationPost:
+    """How masks become regions.
+
+    Attributes:
+        polygon_tolerance: Polygon simplification (Douglas-Peucker), in pixels; 0 keeps every contour point.
+        min_area: Mask parts smaller than this many pixels are dropped.
+        polygon_parts: ``"largest"`` (one polygon per object: its largest part) or ``"all"`` (one polygon region
+            per part). Holes are filled: Label Studio polygons cannot have holes (use brushes for those).
+        nms_threshold: Mask IoU above which a lower-scored mask of the same label is dropped (1 disables).
+        max_detections: At most this many objects per image and control, best first.
+    """
+
+    polygon_tolerance: float = 1.0
+    min_area: int = 16
+    polygon_parts: Literal["largest", "all"] = "largest"
+    nms_threshold: float = 0.5
+    max_detections: int = 100
+
+
+_POST: Mapping[str, type] = {
+    "detection": DetectionPost,
+    "classification": ClassificationPost,
+    "segmentation": SegmentationPost,
+    "interactive": SegmentationPost,
+}
 
 
 @dataclass(frozen=True)
@@ -103,6 +157,26 @@ class TargetPlan:
     prompts: tuple[str, ...]
     prompt_labels: tuple[int, ...]
     examples: tuple[ExampleRef, ...] = ()
+    detector: TargetPlan | None = None  # segmentation with a promptable segmenter: where its boxes come from
+
+
+@dataclass(frozen=True)
+class InteractivePlan:
+    """How the annotator's smart-tool regions on one image become a mask.
+
+    Attributes:
+        spec: The promptable segmenter.
+        params: Its ``Params``.
+        post: Mask-to-region settings.
+        output: The ``BrushLabels`` or ``PolygonLabels`` control that receives the mask.
+        prompt_controls: Smart controls whose regions are prompts (clicks or boxes).
+    """
+
+    spec: ModelSpec
+    params: Any
+    post: SegmentationPost
+    output: Target
+    prompt_controls: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -110,8 +184,17 @@ class Plan:
     """Everything a project's predictions need, derived from its label config and settings."""
 
     targets: tuple[TargetPlan, ...]
-    skipped: tuple[tuple[Target, str], ...]
     model_version: str
+    interactive: tuple[InteractivePlan, ...] = ()
+
+    def batch_specs(self) -> list[ModelSpec]:
+        """The models batch predictions need (segmentation detectors included), each once."""
+        specs = [t.spec for t in self.targets] + [t.detector.spec for t in self.targets if t.detector]
+        return list(dict.fromkeys(specs))
+
+    def specs(self) -> list[ModelSpec]:
+        """Every model of the plan, interactive segmenters included, each once."""
+        return list(dict.fromkeys([*self.batch_specs(), *(i.spec for i in self.interactive)]))
 
 
 def parse_extra_params(raw: Any) -> dict[str, Any]:
@@ -141,7 +224,7 @@ def _check_top(settings: Mapping[str, Any], where: str) -> None:
             f"{where}: unknown key {unknown[0]!r}{hint}; expected any of {', '.join(sorted(_TOP_KEYS))}, "
             f'e.g. {{"detection": {{"model": "owlv2", "score_threshold": 0.2}}}}'
         )
-    for key in (*(t.value for t in Task), *_LABEL_MAPS, "controls"):
+    for key in (*SECTION_TASKS, *_LABEL_MAPS, "controls"):
         if key in settings and not isinstance(settings[key], dict):
             raise ProjectSettingsError(f"{where}.{key} must be a JSON object, got {settings[key]!r}")
 
@@ -177,40 +260,73 @@ def _build_plan(label_config: str, project_json: str, defaults_json: str, device
         raise ProjectSettingsError(
             f"extra_params.controls: no image control named {unknown_controls[0]!r}; known: {known}"
         )
-    plans, skipped = [], []
+    plans = []
     for target in targets:
         if target.task is None:
             continue
-        if target.task not in DEFAULT_MODELS:
-            skipped.append((target, f"{target.control_type} ({target.task.value}) is not supported yet"))
+        plan = _plan_target(target, target.task.value, project, defaults, device, dtype)
+        if target.task is Task.SEGMENTATION and getattr(resolve_adapter(plan.spec.adapter)[0], "promptable", False):
+            detector = _plan_target(target, "detection", project, defaults, device, dtype, own_section=False)
+            plan = dataclasses.replace(plan, detector=detector)
+        plans.append(plan)
+    interactive = _plan_interactive(targets, project, defaults, device, dtype)
+    return Plan(tuple(plans), _model_version(plans, interactive), interactive)
+
+
+def _plan_interactive(
+    targets: tuple[Target, ...], project: Mapping[str, Any], defaults: Mapping[str, Any], device: str, dtype: str
+) -> tuple[InteractivePlan, ...]:
+    """One plan per image that has smart controls and a mask control to answer them with."""
+    plans = []
+    for to_name in dict.fromkeys(t.to_name for t in targets):
+        smart = [t for t in targets if t.to_name == to_name and (t.smart or t.task is None)]
+        masks = [t for t in targets if t.to_name == to_name and t.control_type in _MASK_CONTROLS]
+        if not smart or not masks:
             continue
-        plans.append(_plan_target(target, project, defaults, device, dtype))
-    return Plan(targets=tuple(plans), skipped=tuple(skipped), model_version=_model_version(plans))
+        output = min(masks, key=lambda t: _MASK_CONTROLS.index(t.control_type))
+        plan = _plan_target(output, "interactive", project, defaults, device, dtype)
+        if not getattr(resolve_adapter(plan.spec.adapter)[0], "promptable", False):
+            raise ProjectSettingsError(
+                f"interactive: model {plan.spec.adapter!r} cannot take clicks or boxes; use sam, sam2 or segment_anything"
+            )
+        plans.append(InteractivePlan(plan.spec, plan.params, plan.post, output, tuple(t.control for t in smart)))
+    return tuple(plans)
 
 
 def _plan_target(
-    target: Target, project: Mapping[str, Any], defaults: Mapping[str, Any], device: str, dtype: str
+    target: Target,
+    section: str,
+    project: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    device: str,
+    dtype: str,
+    *,
+    own_section: bool = True,
 ) -> TargetPlan:
-    task = target.task
-    assert task is not None
-    where = f"settings of control {target.control!r} ({target.control_type})"
-    env_layer = dict(defaults.get(task.value, {}))
+    """Resolve a target's model and knobs from one settings section.
+
+    ``own_section=False`` plans a helper model (the detector of a segmentation control): it follows the
+    section without the control's overrides.
+    """
+    task = SECTION_TASKS[section]
+    where = f"settings of control {target.control!r} ({target.control_type}, {section})"
+    env_layer = dict(defaults.get(section, {}))
     attr_layer = {
         key: _number(target.attrs[attr], attr) for attr, key in _CONTROL_ATTRS.items() if attr in target.attrs
     }
-    project_layer = {**project.get(task.value, {}), **project.get("controls", {}).get(target.control, {})}
+    project_layer = dict(project.get(section, {}))
+    if own_section:
+        project_layer.update(project.get("controls", {}).get(target.control, {}))
     for key in _LABEL_MAPS:
         project_layer.pop(key, None)
     merged = {"device": device, "dtype": dtype, **env_layer, **attr_layer, **project_layer}
-    model = merged.pop("model", DEFAULT_MODELS[task])
+    model = merged.pop("model", DEFAULT_MODELS[section])
     try:
         adapter, default_id = resolve_adapter(model)
     except UnknownAdapterError as exc:
         raise ProjectSettingsError(f"{where}: {exc}") from None
     if adapter.task is not task:
-        raise ProjectSettingsError(
-            f"{where}: model {model!r} does {adapter.task.value}, but {target.control_type} needs {task.value}"
-        )
+        raise ProjectSettingsError(f"{where}: model {model!r} does {adapter.task.value}, not {task.value}")
     spec = ModelSpec(
         adapter=adapter.name,
         model_id=str(merged.pop("model_id", default_id)),
@@ -218,18 +334,18 @@ def _plan_target(
         dtype=str(merged.pop("dtype")),
     )
     _check_placement(spec, where)
-    post_cls = _POST[task]
+    post_cls = _POST[section]
     post_keys = {f.name for f in dataclasses.fields(post_cls)}
     known = post_keys | {f.name for f in dataclasses.fields(adapter.Params)}
     # Server defaults and control attributes may carry knobs of another model: they apply where they fit.
     knobs = {k: v for k, v in merged.items() if k in known or k in project_layer}
     try:
-        post = make_params(post_cls, {k: v for k, v in knobs.items() if k in post_keys}, owner=task.value)
+        post = make_params(post_cls, {k: v for k, v in knobs.items() if k in post_keys}, owner=section)
         params = make_params(adapter.Params, {k: v for k, v in knobs.items() if k not in post_keys}, owner=model)
     except SettingsError as exc:
         raise ProjectSettingsError(f"{where}: {exc}") from None
     prompts, prompt_labels = _prompts(target, project)
-    examples = _examples(target, project)
+    examples = _examples(target, project) if task is Task.DETECTION else ()
     if examples and not adapter.accepts_examples:
         takers = ", ".join(n for n in available_adapters() if "." not in n and resolve_adapter(n)[0].accepts_examples)
         raise ProjectSettingsError(f"{where}: model {model!r} does not take example boxes; models that do: {takers}")
@@ -319,18 +435,18 @@ def check_server_defaults(defaults: Mapping[str, Any]) -> None:
         ProjectSettingsError: An unknown key or bad value, named.
     """
     _check_top(defaults, "PRELABEL_DEFAULTS")
-    for task, model in DEFAULT_MODELS.items():
-        section = dict(defaults.get(task.value, {}))
+    for key, model in DEFAULT_MODELS.items():
+        section = dict(defaults.get(key, {}))
         name = section.pop("model", model)
-        where = f"PRELABEL_DEFAULTS.{task.value}"
+        where = f"PRELABEL_DEFAULTS.{key}"
         try:
             adapter, default_id = resolve_adapter(name)
             _check_placement(
                 ModelSpec(adapter.name, default_id, section.pop("device", "auto"), section.pop("dtype", "auto")), where
             )
             section.pop("model_id", None)
-            post_keys = {f.name for f in dataclasses.fields(_POST[task])}
-            make_params(_POST[task], {k: v for k, v in section.items() if k in post_keys}, owner=task.value)
+            post_keys = {f.name for f in dataclasses.fields(_POST[key])}
+            make_params(_POST[key], {k: v for k, v in section.items() if k in post_keys}, owner=key)
             make_params(adapter.Params, {k: v for k, v in section.items() if k not in post_keys}, owner=name)
         except (SettingsError, UnknownAdapterError) as exc:
             raise ProjectSettingsError(f"{where}: {exc}") from None
@@ -350,27 +466,35 @@ def _number(raw: str, attr: str) -> float:
         raise ProjectSettingsError(f'{attr} must be a number like "0.3", got {raw!r}') from None
 
 
-def _model_version(plans: list[TargetPlan]) -> str:
+def _model_version(plans: list[TargetPlan], interactive: tuple[InteractivePlan, ...]) -> str:
     """Stable across processes: adapter names plus a hash of what changes the answers (not the device)."""
-    if not plans:
+    described = [_describe(p) for p in plans] + [
+        {"interactive": i.output.control, "adapter": i.spec.adapter, "model_id": i.spec.model_id,
+         "params": dataclasses.asdict(i.params), "post": dataclasses.asdict(i.post)}
+        for i in interactive
+    ]  # fmt: skip
+    if not described:
         return "prelabel-none"
-    described = [
-        {
-            "control": p.target.control,
-            "to_name": p.target.to_name,
-            "adapter": p.spec.adapter,
-            "model_id": p.spec.model_id,
-            "params": dataclasses.asdict(p.params),
-            "post": dataclasses.asdict(p.post),
-            "prompts": p.prompts,
-            "prompt_labels": p.prompt_labels,
-            "examples": [dataclasses.asdict(e) for e in p.examples],
-            "labels": p.target.labels,
-        }
-        for p in plans
-    ]
+    adapters = {p.spec.adapter for p in plans} | {p.detector.spec.adapter for p in plans if p.detector}
+    adapters |= {i.spec.adapter for i in interactive}
     digest = hashlib.sha256(_canonical(described).encode()).hexdigest()[:10]
-    return f"{'+'.join(sorted({p.spec.adapter for p in plans}))}-{digest}"
+    return f"{'+'.join(sorted(adapters))}-{digest}"
+
+
+def _describe(plan: TargetPlan) -> dict[str, Any]:
+    return {
+        "control": plan.target.control,
+        "to_name": plan.target.to_name,
+        "adapter": plan.spec.adapter,
+        "model_id": plan.spec.model_id,
+        "params": dataclasses.asdict(plan.params),
+        "post": dataclasses.asdict(plan.post),
+        "prompts": plan.prompts,
+        "prompt_labels": plan.prompt_labels,
+        "examples": [dataclasses.asdict(e) for e in plan.examples],
+        "labels": plan.target.labels,
+        "detector": _describe(plan.detector) if plan.detector else None,
+    }
 
 
 def _canonical(value: Any) -> str:

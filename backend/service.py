@@ -63,15 +63,13 @@ class PrelabelService:
         params = parse_extra_params(extra_params)
         plan = self.plan(label_config, params)
         self.store.save(ProjectRecord(project, label_config, params, hostname, access_token, plan.model_version))
-        for target, reason in plan.skipped:
-            log.info("project %s: control %s not predicted: %s", project, target.control, reason)
         self.preload(plan)
         return plan.model_version
 
     def preload(self, plan: Plan) -> None:
         """Start loading every model of a plan (returns at once)."""
-        for target in plan.targets:
-            self.pool.preload(target.spec)
+        for spec in plan.specs():
+            self.pool.preload(spec)
 
     def preload_known_projects(self) -> None:
         """At worker start: load the models of projects already set up, so the first predict is fast."""
@@ -100,8 +98,7 @@ class PrelabelService:
             raise BadRequest("predict needs a label_config (or a project set up through /setup first)")
         plan = self.plan(config, record.extra_params if record else {})
         if isinstance(context, dict) and context.get("result"):
-            log.info("interactive prompts are not supported yet; returning no regions")
-            return [{"result": [], "score": 0.0, "model_version": plan.model_version} for _ in tasks]
+            return self.runner.interactive(tasks, context, plan, self.label_studio(record))
         return self.runner.predict(tasks, plan, self.label_studio(record))
 
     def label_studio(self, record: ProjectRecord | None) -> LabelStudioClient | None:

@@ -35,7 +35,6 @@ __all__ = [
     "Query",
     "SettingsError",
     "Task",
-    "empty_detections",
     "make_params",
 ]
 
@@ -148,13 +147,14 @@ class Adapter(ABC, Generic[P]):
         """Turn model outputs into one ``Detections`` per image, in pixels of the original image."""
 
     def forward(self, batch: Mapping[str, Any]) -> Any:
-        """Place the batch on the model's device and run ``_forward`` without autograd."""
+        """Place the batch on the model's device, run ``_forward`` without autograd, bring tensors back to CPU."""
         import torch
 
         from model_adapters.torch_utils import to_device
 
         with torch.inference_mode():
-            return self._forward(to_device(dict(batch), self.device, self.dtype))
+            out = self._forward(to_device(dict(batch), self.device, self.dtype))
+        return out if self.device == "cpu" else to_device(out, "cpu", None)
 
     def __call__(self, images: Sequence[np.ndarray], query: Query[P]) -> list[sv.Detections]:
         """Run the three stages on one batch and check there is one answer per image."""
@@ -185,7 +185,7 @@ def make_params(cls: type[P], values: Mapping[str, Any], *, owner: str) -> P:
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check one JSON value against a simple type hint (bool, int, float, str, Literal, X | None, tuple)."""
+    """Check one JSON value against a simple type hint (bool, int, float, str, Literal, X | None, tuple, dict)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Literal:
         if value not in args:
@@ -200,6 +200,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, list | tuple):
             raise SettingsError(f"{where} must be a list, got {value!r}")
         return tuple(_coerce(v, args[0], where) for v in value)
+    if origin in (dict, Mapping):
+        if not isinstance(value, dict):
+            raise SettingsError(f"{where} must be an object, got {value!r}")
+        return {_coerce(k, args[0], where): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
             raise SettingsError(f"{where} must be true or false, got {value!r}")
@@ -211,13 +215,3 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is str and not isinstance(value, str):
         raise SettingsError(f"{where} must be a string, got {value!r}")
     return value
-
-
-def empty_detections(n: int = 0) -> sv.Detections:
-    """Return ``Detections`` with no boxes but with confidence and class ids set, for merging."""
-    return sv.Detections(
-        xyxy=np.zeros((n, 4), dtype=np.float32),
-        confidence=np.zeros(n, dtype=np.float32),
-        class_id=np.zeros(n, dtype=int),
-        data={},
-    )

@@ -15,7 +15,20 @@ from model_adapters.base import Adapter
 __all__ = ["UnknownAdapterError", "available_adapters", "register_adapter", "resolve_adapter"]
 
 # Family modules, in the order `available_adapters` lists them.
-_FAMILY_MODULES = ("grounding_dino", "owl", "omdet_turbo")
+_FAMILY_MODULES = (
+    "grounding_dino",
+    "owl",
+    "omdet_turbo",
+    "clip",
+    "siglip",
+    "blip",
+    "openclip",
+    "fastvit",
+    "albef",
+    "sam",
+    "sam2",
+    "sam3",
+)
 
 _ADAPTERS: dict[str, type[Adapter]] = {}
 _discovered = False

@@ -42,13 +42,21 @@ def resolve_dtype(name: str, device: str) -> Any:
 
 
 def to_device(obj: Any, device: str, dtype: Any) -> Any:
-    """Move every tensor in a (nested) dict/list/tuple to ``device``; floating tensors also to ``dtype``."""
+    """Move every tensor in a (nested) dict/list/tuple to ``device``; floating tensors also to ``dtype``.
+
+    Plain dicts are copied; dict subclasses (a model's output object) are updated in place, keeping their type.
+    """
     import torch
 
     if isinstance(obj, torch.Tensor):
         return obj.to(device, dtype=dtype if obj.is_floating_point() else None)
     if isinstance(obj, dict):
-        return {key: to_device(value, device, dtype) for key, value in obj.items()}
+        moved = {key: to_device(value, device, dtype) for key, value in obj.items()}
+        if type(obj) is dict:
+            return moved
+        for key, value in moved.items():
+            obj[key] = value
+        return obj
     if isinstance(obj, list | tuple):
         return type(obj)(to_device(value, device, dtype) for value in obj)
     return obj

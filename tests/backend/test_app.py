@@ -4,7 +4,6 @@ import json
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,58 +15,9 @@ from label_studio_sdk.label_interface import LabelInterface
 
 from backend.app import create_app
 from backend.settings import ServerSettings
-from model_adapters.base import Adapter, Query, Task
-from model_adapters.registry import register_adapter
+from model_adapters.base import Query
+from tests.fakes import SLOW_LOAD_S, SlowFakeDetector
 from tests.helpers import RECT_CONFIG, data_uri, make_task
-
-SLOW_LOAD_S = 1.5
-
-
-@dataclass(frozen=True)
-class _FakeParams:
-    score_threshold: float = 0.0
-
-
-@register_adapter
-class SlowFakeDetector(Adapter[_FakeParams]):
-    """One box per prompt; loading ids with "slow" takes SLOW_LOAD_S (to prove /setup does not wait)."""
-
-    name = "slow_fake"
-    task = Task.DETECTION
-    variants = {"default": "fake/fast"}
-    default_variant = "default"
-    Params = _FakeParams
-    loads: dict[str, int] = {}
-
-    def load(self) -> None:
-        if self.spec.model_id == "fake/broken":
-            raise OSError("no such model")
-        if "slow" in self.spec.model_id:
-            time.sleep(SLOW_LOAD_S)
-        self.loads[self.spec.model_id] = self.loads.get(self.spec.model_id, 0) + 1
-
-    def preprocess(self, images: Sequence[np.ndarray], query: Query) -> dict[str, Any]:
-        return {}
-
-    def _forward(self, batch: Any) -> Any:
-        return None
-
-    def __call__(self, images: Sequence[np.ndarray], query: Query) -> list[sv.Detections]:
-        return self.postprocess(None, images, query)
-
-    def postprocess(self, raw: Any, images: Sequence[np.ndarray], query: Query) -> list[sv.Detections]:
-        out = []
-        for image in images:
-            h, w = image.shape[:2]
-            n = len(query.prompts)
-            out.append(
-                sv.Detections(
-                    xyxy=np.tile([0.1 * w, 0.1 * h, 0.9 * w, 0.9 * h], (n, 1)).astype(np.float32),
-                    confidence=np.linspace(0.9, 0.5, n).astype(np.float32),
-                    class_id=np.arange(n),
-                )
-            )
-        return out
 
 
 def make_client(tmp_path: Path, **settings: Any) -> FlaskClient:

@@ -57,12 +57,14 @@ def test_prompts_from_extra_params_replace_predicted_values() -> None:
     assert plan(project=control).targets[0].prompts[0] == "feline"
 
 
-def test_several_controls_unsupported_ones_are_skipped_with_a_reason() -> None:
+def test_several_controls_each_get_their_model_and_segmentation_gets_a_detector() -> None:
     result = plan(TWO, {"controls": {"b": {"model": "grounding_dino.base"}}})
-    assert [t.target.control for t in result.targets] == ["a", "b"]
+    assert [t.target.control for t in result.targets] == ["a", "b", "c"]
     assert result.targets[1].spec.model_id.endswith("grounding-dino-base")
-    ((skipped, reason),) = result.skipped
-    assert skipped.control == "c" and "not supported yet" in reason
+    brush = result.targets[2]
+    assert brush.spec.adapter == "sam" and brush.detector is not None
+    assert brush.detector.spec.adapter == "grounding_dino" and brush.detector.prompts == ("Dog",)
+    assert result.targets[0].detector is None
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from label_studio_sdk.label_interface import LabelInterface
@@ -132,3 +133,74 @@ def test_each_project_picks_its_detector_through_extra_params(
         assert prediction["model_version"].startswith(f"{model}-")
         assert prediction["result"], f"task {task_id} got no regions:\n{setup_token_server.log_tail()}"
         assert LabelInterface(RECT).validate_prediction(prediction)
+
+
+SEGMENT = """<View>
+  <Image name="image" value="$image"/>
+  <RectangleLabels name="boxes" toName="image"><Label value="Cat"/><Label value="Remote"/></RectangleLabels>
+  <BrushLabels name="paint" toName="image"><Label value="Cat"/><Label value="Remote"/></BrushLabels>
+  <KeyPointLabels name="clicks" toName="image" smart="true"><Label value="Cat"/><Label value="Remote"/></KeyPointLabels>
+</View>"""
+
+
+def test_brush_masks_by_retrieve_and_a_mask_per_click_through_interactive_annotating(
+    label_studio: LabelStudio, pat_server: PrelabelServer, tiny: Callable[[str], Path], tmp_path: Path
+) -> None:
+    ls = label_studio
+    project = ls.create_project("prelabel grounded sam", SEGMENT)
+    task_ids = ls.import_files(project["id"], [write_image(tmp_path / f"s{i}.jpg", 64, 48, 10 + i) for i in range(2)])
+    extra = {"detection": {"model_id": str(tiny("grounding_dino")), "score_threshold": 0.5},
+             "segmentation": {"model_id": str(tiny("sam"))}, "interactive": {"model_id": str(tiny("sam"))}}  # fmt: skip
+    backend = ls.add_ml_backend(project["id"], pat_server.url, title="sam", extra_params=extra, is_interactive=True)
+    ls.retrieve_predictions(project["id"])
+    from label_studio_sdk.converter.brush import decode_rle
+
+    for task_id in task_ids:
+        (prediction,) = ls.predictions(task_id)
+        assert LabelInterface(SEGMENT).validate_prediction(prediction)
+        boxes = [r for r in prediction["result"] if r["from_name"] == "boxes"]
+        paint = [r for r in prediction["result"] if r["from_name"] == "paint"]
+        assert boxes and paint, pat_server.log_tail()
+        # masks come from the same detector pass as the boxes: same labels and scores (tiny masks may drop out)
+        assert {(r["value"]["brushlabels"][0], round(r["score"], 6)) for r in paint} <= {
+            (r["value"]["rectanglelabels"][0], round(r["score"], 6)) for r in boxes
+        }
+        for region in paint:
+            mask = np.reshape(decode_rle(region["value"]["rle"]), (48, 64, 4))[:, :, 3]
+            assert set(np.unique(mask)) <= {0, 255} and mask.any()
+
+    click = {"type": "keypointlabels", "from_name": "clicks", "to_name": "image", "original_width": 64,
+             "original_height": 48, "is_positive": True, "value": {"x": 40.0, "y": 50.0, "width": 0.6,
+                                                                  "keypointlabels": ["Remote"]}}  # fmt: skip
+    answer = ls.interactive_annotating(backend["id"], task_ids[0], {"result": [click]})["data"]
+    (region,) = answer["result"]
+    assert region["from_name"] == "paint" and region["value"]["brushlabels"] == ["Remote"]
+    assert np.reshape(decode_rle(region["value"]["rle"]), (48, 64, 4))[:, :, 3].any()
+    assert len(ls.predictions(task_ids[0])) == 1  # interactive answers are not stored
+
+
+BOXES_AND_CHOICES = """<View>
+  <Image name="image" value="$image"/>
+  <RectangleLabels name="boxes" toName="image"><Label value="Cat"/><Label value="Remote"/></RectangleLabels>
+  <Choices name="scene" toName="image"><Choice value="Cat" predicted_values="a cat"/><Choice value="Dog"/></Choices>
+</View>"""
+
+
+@pytest.mark.parametrize("classifier", ["clip", "albef"])
+def test_choices_and_boxes_on_one_image(
+    label_studio: LabelStudio, pat_server: PrelabelServer, tiny: Callable[[str], Path], tmp_path: Path, classifier: str
+) -> None:
+    ls = label_studio
+    project = ls.create_project(f"prelabel {classifier} choices", BOXES_AND_CHOICES)
+    task_ids = ls.import_files(project["id"], [write_image(tmp_path / f"c{i}.jpg", 64, 48, 20 + i) for i in range(2)])
+    extra = {"detection": {"model_id": str(tiny("grounding_dino")), "score_threshold": 0.5},
+             "classification": {"model": classifier, "model_id": str(tiny(classifier))}}  # fmt: skip
+    ls.add_ml_backend(project["id"], pat_server.url, title=classifier, extra_params=extra)
+    ls.retrieve_predictions(project["id"])
+    for task_id in task_ids:
+        (prediction,) = ls.predictions(task_id)
+        assert LabelInterface(BOXES_AND_CHOICES).validate_prediction(prediction)
+        (choice,) = [r for r in prediction["result"] if r["from_name"] == "scene"]
+        assert choice["value"]["choices"][0] in ("Cat", "Dog") and 0.5 <= choice["score"] <= 1.0
+        assert any(r["from_name"] == "boxes" for r in prediction["result"]), pat_server.log_tail()
+        assert classifier in prediction["model_version"]

@@ -10,10 +10,28 @@ import pytest
 
 from model_adapters.base import Adapter, ModelSpec, Query, Task, make_params
 from model_adapters.registry import UnknownAdapterError, available_adapters, register_adapter, resolve_adapter
+from model_adapters.segmentation import MaskPrompt, PromptableSegmenter
 from tests.helpers import image_array
 
 # Every registered family, with the tiny model the sweep loads it from. A new adapter must add a line.
-TINY_FOR = {"grounding_dino": "grounding_dino", "owlvit": "owlvit", "owlv2": "owlv2", "omdet_turbo": "omdet_turbo"}
+TINY_FOR = {
+    "grounding_dino": "grounding_dino",
+    "owlvit": "owlvit",
+    "owlv2": "owlv2",
+    "omdet_turbo": "omdet_turbo",
+    "clip": "clip",
+    "altclip": "altclip",
+    "siglip": "siglip",
+    "siglip2": "siglip2",
+    "blip": "blip",
+    "openclip": "openclip",
+    "fastvit": "fastvit",
+    "albef": "albef",
+    "sam": "sam",
+    "sam2": "sam2",
+    "sam3": "sam3",
+    "segment_anything": "segment_anything",
+}
 FAMILIES = sorted(
     name
     for name in available_adapters()
@@ -71,10 +89,18 @@ def test_sweep_every_adapter_loads_a_tiny_model_and_answers_per_image(family: st
     adapter.load()
     prompts = ("a cat", "a remote")
     params = make_params(cls.Params, {}, owner=family)
-    answers = adapter([image_array(64, 48, 0), image_array(40, 30, 1)], Query(prompts, params))
+    images = [image_array(64, 48, 0), image_array(40, 30, 1)]
+    if isinstance(adapter, PromptableSegmenter):  # boxes in, one mask per box
+        answers = [adapter.segment(image, MaskPrompt(boxes=((2, 2, 20, 20), (5, 5, 30, 25)))) for image in images]
+        assert [a.mask.shape for a in answers] == [(2, 48, 64), (2, 30, 40)]
+        prompts = ("box 1",)  # class ids are all 0 until the server labels the masks
+    else:
+        answers = adapter(images, Query(prompts, params))
     assert len(answers) == 2
     for answer in answers:
         assert answer.xyxy.shape == (len(answer), 4) and answer.xyxy.dtype.kind == "f"
         assert answer.confidence is not None and len(answer.confidence) == len(answer)
-        assert answer.class_id is not None and set(answer.class_id.tolist()) <= {0, 1}
+        assert answer.class_id is not None and set(answer.class_id.tolist()) <= set(range(len(prompts)))
+        if answer.mask is not None:
+            assert answer.mask.shape[0] == len(answer) and answer.mask.dtype == bool
         assert np.isfinite(answer.xyxy).all()
