@@ -139,3 +139,17 @@ def real_size_owlv2(directory: Path) -> Path:
     processor = Owlv2ImageProcessor(size={"height": 960, "width": 960})
     Owlv2Processor(processor, clip_vocab_tokenizer()).save_pretrained(directory)
     return directory
+
+
+def real_size_clip(directory: Path) -> Path:
+    """CLIP ViT-B/32 at full size (224 px, 77-token texts) with random weights, saved once."""
+    if (directory / "config.json").exists():
+        return directory
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    torch.manual_seed(0)
+    config = CLIPConfig(text_config={"bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 49407})
+    CLIPModel(config).save_pretrained(directory)
+    CLIPProcessor(CLIPImageProcessor(), clip_vocab_tokenizer(max_length=77)).save_pretrained(directory)
+    return directory

@@ -8,7 +8,13 @@ import platform
 
 from benchmarks.common import Row
 
-ROWS = {"P1": "p1_predict_overhead", "P3": "p3_detectors", "P4": "p4_sam_clicks", "P5": "p5_rle"}
+ROWS = {
+    "P1": "p1_predict_overhead",
+    "P2": "p2_classification",
+    "P3": "p3_detectors",
+    "P4": "p4_sam_clicks",
+    "P5": "p5_rle",
+}
 
 
 def main() -> None:
