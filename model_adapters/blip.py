@@ -28,7 +28,7 @@ import supervision as sv
 
 from model_adapters.base import Query
 from model_adapters.classification import ClassifierParams, apply_templates, classification_detections
-from model_adapters.clip import _ClipLike
+from model_adapters.clip import ClipLike
 from model_adapters.registry import register_adapter
 
 __all__ = ["Blip", "BlipParams"]
@@ -47,7 +47,7 @@ class BlipParams(ClassifierParams):
 
 
 @register_adapter
-class Blip(_ClipLike):
+class Blip(ClipLike):
     """BLIP retrieval checkpoints (``Salesforce/blip-itm-*``): contrastive (ITC) or matching (ITM) scores."""
 
     name = "blip"

@@ -12,32 +12,22 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from model_adapters.base import AdapterLoadError
 from model_adapters.classification import ContrastiveClassifier
 from model_adapters.registry import register_adapter
-from model_adapters.torch_utils import from_pretrained, resolve_device, resolve_dtype
+from model_adapters.torch_utils import load_transformers_model
 
-__all__ = ["AltClip", "Clip"]
+__all__ = ["AltClip", "Clip", "ClipLike", "pooled"]
 
 
-class _ClipLike(ContrastiveClassifier):
+class ClipLike(ContrastiveClassifier):
+    """A transformers dual encoder with ``get_image_features``/``get_text_features`` (CLIP, AltCLIP, SigLIP, BLIP)."""
+
     model_class: ClassVar[str]
     model_types: ClassVar[tuple[str, ...]]
 
     def load(self) -> None:
         """Load processor and model (class from ``model_class``), checking the checkpoint's family."""
-        import transformers
-
-        self.device = resolve_device(self.spec.device)
-        self.dtype = resolve_dtype(self.spec.dtype, self.device)
-        self.processor = from_pretrained(transformers.AutoProcessor.from_pretrained, self.spec)
-        loader = getattr(transformers, self.model_class).from_pretrained
-        model = from_pretrained(loader, self.spec, dtype=self.dtype)
-        if model.config.model_type not in self.model_types:
-            raise AdapterLoadError(
-                f"{self.spec.model_id!r} is a {model.config.model_type!r} model, not {self.model_types[0]}"
-            )
-        self.model = model.to(self.device).eval()
+        self.processor, self.model = load_transformers_model(self, self.model_class, self.model_types)
 
     def preprocess_images(self, images: Sequence[np.ndarray]) -> dict[str, Any]:
         """The checkpoint's own resize, crop and normalisation."""
@@ -47,13 +37,13 @@ class _ClipLike(ContrastiveClassifier):
 
     def encode_images(self, batch: Mapping[str, Any]) -> Any:
         """Projected, L2-normalised image embeddings."""
-        features = _pooled(self.model.get_image_features(pixel_values=batch["pixel_values"]))
+        features = pooled(self.model.get_image_features(pixel_values=batch["pixel_values"]))
         return features / features.norm(dim=-1, keepdim=True)
 
     def encode_texts(self, texts: list[str]) -> Any:
         """Projected, L2-normalised text embeddings (padded to the longest text, as the pipeline does)."""
         tokens = self.processor.tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(self.device)
-        features = _pooled(self.model.get_text_features(**tokens))
+        features = pooled(self.model.get_text_features(**tokens))
         return features / features.norm(dim=-1, keepdim=True)
 
     def logit_scale(self) -> Any:
@@ -61,13 +51,13 @@ class _ClipLike(ContrastiveClassifier):
         return self.model.logit_scale.exp()
 
 
-def _pooled(output: Any) -> Any:
+def pooled(output: Any) -> Any:
     """``get_*_features`` returns a tensor or, in transformers 5, an output whose pooler holds the projection."""
     return getattr(output, "pooler_output", output)
 
 
 @register_adapter
-class Clip(_ClipLike):
+class Clip(ClipLike):
     """CLIP-layout checkpoints (``CLIPModel``): OpenAI CLIP, MetaCLIP, ..."""
 
     name = "clip"
@@ -85,7 +75,7 @@ class Clip(_ClipLike):
 
 
 @register_adapter
-class AltClip(_ClipLike):
+class AltClip(ClipLike):
     """AltCLIP (``AltCLIPModel``): CLIP's image tower with a multilingual text tower."""
 
     name = "altclip"

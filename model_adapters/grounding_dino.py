@@ -18,9 +18,9 @@ from typing import Any, Literal
 import numpy as np
 import supervision as sv
 
-from model_adapters.base import CLASS_NAME_DATA_FIELD, Adapter, AdapterLoadError, Query, Task
+from model_adapters.base import CLASS_NAME_DATA_FIELD, Adapter, Query, Task
 from model_adapters.registry import register_adapter
-from model_adapters.torch_utils import from_pretrained, resolve_device, resolve_dtype
+from model_adapters.torch_utils import load_transformers_model
 
 __all__ = ["GroundingDino", "GroundingDinoParams"]
 
@@ -63,18 +63,9 @@ class GroundingDino(Adapter[GroundingDinoParams]):
 
     def load(self) -> None:
         """Load processor and model; the config's ``model_type`` picks the Grounding DINO class."""
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
-
-        self.device = resolve_device(self.spec.device)
-        self.dtype = resolve_dtype(self.spec.dtype, self.device)
-        self.processor = from_pretrained(AutoProcessor.from_pretrained, self.spec)
-        model = from_pretrained(AutoModelForZeroShotObjectDetection.from_pretrained, self.spec, dtype=self.dtype)
-        if model.config.model_type not in self.model_types:
-            raise AdapterLoadError(
-                f"{self.spec.model_id!r} is a {model.config.model_type!r} model, not Grounding DINO; "
-                f"pick the adapter for that family in the project's settings"
-            )
-        self.model = model.to(self.device).eval()
+        self.processor, self.model = load_transformers_model(
+            self, "AutoModelForZeroShotObjectDetection", self.model_types
+        )
         self.max_text_len = int(self.model.config.max_text_len)
 
     def preprocess(self, images: Sequence[np.ndarray], query: Query[GroundingDinoParams]) -> dict[str, Any]:

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import supervision as sv
 
-from model_adapters.base import CLASS_NAME_DATA_FIELD, Adapter, AdapterLoadError, Query, Task
+from model_adapters.base import CLASS_NAME_DATA_FIELD, Adapter, Query, Task
 from model_adapters.registry import register_adapter
-from model_adapters.torch_utils import from_pretrained, resolve_device, resolve_dtype
+from model_adapters.torch_utils import load_transformers_model
 
 __all__ = ["OmDetTurbo", "OmDetTurboParams"]
 
@@ -46,15 +46,7 @@ class OmDetTurbo(Adapter[OmDetTurboParams]):
 
     def load(self) -> None:
         """Load processor and model."""
-        from transformers import AutoProcessor, OmDetTurboForObjectDetection
-
-        self.device = resolve_device(self.spec.device)
-        self.dtype = resolve_dtype(self.spec.dtype, self.device)
-        self.processor = from_pretrained(AutoProcessor.from_pretrained, self.spec)
-        model = from_pretrained(OmDetTurboForObjectDetection.from_pretrained, self.spec, dtype=self.dtype)
-        if model.config.model_type != "omdet-turbo":
-            raise AdapterLoadError(f"{self.spec.model_id!r} is a {model.config.model_type!r} model, not OmDet-Turbo")
-        self.model = model.to(self.device).eval()
+        self.processor, self.model = load_transformers_model(self, "OmDetTurboForObjectDetection", ("omdet-turbo",))
 
     def preprocess(self, images: Sequence[np.ndarray], query: Query[OmDetTurboParams]) -> Mapping[str, Any]:
         """Pixels plus class and task token ids, the same prompts for every image."""

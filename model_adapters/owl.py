@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 import numpy as np
 import supervision as sv
 
-from model_adapters.base import CLASS_NAME_DATA_FIELD, Adapter, AdapterLoadError, ExamplePrompt, Query, Task
+from model_adapters.base import CLASS_NAME_DATA_FIELD, Adapter, ExamplePrompt, Query, Task
 from model_adapters.registry import register_adapter
-from model_adapters.torch_utils import from_pretrained, resolve_device, resolve_dtype
+from model_adapters.torch_utils import load_transformers_model
 
 __all__ = ["OwlParams", "OwlV2", "OwlViT"]
 
@@ -52,19 +52,7 @@ class _Owl(Adapter[OwlParams]):
 
     def load(self) -> None:
         """Load processor and model, and start empty query-embedding caches."""
-        import transformers
-
-        self.device = resolve_device(self.spec.device)
-        self.dtype = resolve_dtype(self.spec.dtype, self.device)
-        self.processor = from_pretrained(transformers.AutoProcessor.from_pretrained, self.spec)
-        loader = getattr(transformers, self.model_class).from_pretrained
-        model = from_pretrained(loader, self.spec, dtype=self.dtype)
-        if model.config.model_type != self.model_type:
-            raise AdapterLoadError(
-                f"{self.spec.model_id!r} is a {model.config.model_type!r} model, not {self.model_type}; "
-                f"pick the adapter for that family in the project's settings"
-            )
-        self.model = model.to(self.device).eval()
+        self.processor, self.model = load_transformers_model(self, self.model_class, (self.model_type,))
         self._queries: OrderedDict[Any, Any] = OrderedDict()
 
     def preprocess(self, images: Sequence[np.ndarray], query: Query[OwlParams]) -> dict[str, Any]:

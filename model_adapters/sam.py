@@ -30,7 +30,7 @@ import supervision as sv
 from model_adapters.base import AdapterLoadError
 from model_adapters.registry import register_adapter
 from model_adapters.segmentation import Click, MaskPrompt, PromptableSegmenter, masks_to_detections
-from model_adapters.torch_utils import from_pretrained, resolve_device, resolve_dtype
+from model_adapters.torch_utils import load_transformers_model, resolve_device
 
 __all__ = ["Sam", "SamDecoding", "SamOriginal", "SamParams", "TransformersSam", "decode_groups", "use_multimask"]
 
@@ -119,19 +119,7 @@ class TransformersSam(SamDecoding):
 
     def load(self) -> None:
         """Load the processor and the model; refuse a checkpoint of another family."""
-        import transformers
-
-        self.device = resolve_device(self.spec.device)
-        self.dtype = resolve_dtype(self.spec.dtype, self.device)
-        config = from_pretrained(transformers.AutoConfig.from_pretrained, self.spec)
-        if config.model_type != self.model_type:  # checked first: other SAMs' weights fail to load with a RuntimeError
-            raise AdapterLoadError(
-                f"{self.spec.model_id!r} is a {config.model_type!r} model, not {self.model_type}; "
-                f"pick the adapter for that family in the project's settings"
-            )
-        self.processor = from_pretrained(transformers.AutoProcessor.from_pretrained, self.spec)
-        loader = getattr(transformers, self.model_class).from_pretrained
-        self.model = from_pretrained(loader, self.spec, config=config, dtype=self.dtype).to(self.device).eval()
+        self.processor, self.model = load_transformers_model(self, self.model_class, (self.model_type,))
 
     def embed_image(self, image: np.ndarray) -> dict[str, Any]:
         """Image embedding plus the sizes ``decode`` needs to map pixels in and masks out."""
@@ -233,7 +221,7 @@ class SamOriginal(SamDecoding):
         state = torch.load(path, map_location="cpu", weights_only=True)
         sizes = path.with_suffix(".json")
         if sizes.is_file():
-            model = _build_original(**json.loads(sizes.read_text()))
+            model = build_original_sam(**json.loads(sizes.read_text()))
         else:
             width = state["image_encoder.patch_embed.proj.weight"].shape[0]
             if width not in _ORIGINAL_VARIANTS:
@@ -284,7 +272,7 @@ class SamOriginal(SamDecoding):
         return full.cpu().numpy(), iou.float().cpu().numpy()
 
 
-def _build_original(
+def build_original_sam(
     *,
     encoder_embed_dim: int = 768,
     encoder_depth: int = 12,

@@ -17,9 +17,9 @@ from typing import Any, ClassVar
 import numpy as np
 import supervision as sv
 
-from model_adapters.base import CLASS_NAME_DATA_FIELD, Adapter, AdapterError, AdapterLoadError, Query, Task
+from model_adapters.base import CLASS_NAME_DATA_FIELD, Adapter, AdapterError, Query, Task
 from model_adapters.registry import register_adapter
-from model_adapters.torch_utils import from_pretrained, resolve_device, resolve_dtype
+from model_adapters.torch_utils import load_transformers_model
 
 __all__ = ["Sam3", "Sam3Params"]
 
@@ -55,19 +55,7 @@ class Sam3(Adapter[Sam3Params]):
 
     def load(self) -> None:
         """Load processor and model; start an empty text-feature cache."""
-        import transformers
-
-        self.device = resolve_device(self.spec.device)
-        self.dtype = resolve_dtype(self.spec.dtype, self.device)
-        config = from_pretrained(transformers.AutoConfig.from_pretrained, self.spec)
-        if config.model_type != "sam3":  # checked first: other SAMs' weights fail to load with a RuntimeError
-            raise AdapterLoadError(
-                f"{self.spec.model_id!r} is a {config.model_type!r} model, not sam3; "
-                f"pick the adapter for that family in the project's settings"
-            )
-        self.processor = from_pretrained(transformers.AutoProcessor.from_pretrained, self.spec)
-        model = from_pretrained(transformers.Sam3Model.from_pretrained, self.spec, config=config, dtype=self.dtype)
-        self.model = model.to(self.device).eval()
+        self.processor, self.model = load_transformers_model(self, "Sam3Model", ("sam3",))
         self._texts: OrderedDict[tuple[str, ...], tuple[Any, Any]] = OrderedDict()
 
     def preprocess(self, images: Sequence[np.ndarray], query: Query[Sam3Params]) -> dict[str, Any]:

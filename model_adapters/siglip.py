@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from model_adapters.clip import _ClipLike, _pooled
+from model_adapters.clip import ClipLike, pooled
 from model_adapters.registry import register_adapter
 
 __all__ = ["Siglip", "Siglip2"]
@@ -28,8 +28,8 @@ __all__ = ["Siglip", "Siglip2"]
 _NOT_IMAGE_INPUTS = ("prompts", "templates")
 
 
-class _SiglipLike(_ClipLike):
-    """``_ClipLike`` loading (``AutoModel``, family check), with SigLIP's padding, bias and sigmoid."""
+class _SiglipLike(ClipLike):
+    """``ClipLike`` loading (``AutoModel``, family check), with SigLIP's padding, bias and sigmoid."""
 
     model_class = "AutoModel"
     calibration = "sigmoid"
@@ -45,7 +45,7 @@ class _SiglipLike(_ClipLike):
     def encode_images(self, batch: Mapping[str, Any]) -> Any:
         """Projected, L2-normalised image embeddings."""
         inputs = {key: value for key, value in batch.items() if key not in _NOT_IMAGE_INPUTS}
-        features = _pooled(self.model.get_image_features(**inputs))
+        features = pooled(self.model.get_image_features(**inputs))
         return features / features.norm(dim=-1, keepdim=True)
 
     def encode_texts(self, texts: list[str]) -> Any:
@@ -54,7 +54,7 @@ class _SiglipLike(_ClipLike):
         tokens = self.processor.tokenizer(
             texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt"
         ).to(self.device)
-        features = _pooled(self.model.get_text_features(**tokens))
+        features = pooled(self.model.get_text_features(**tokens))
         return features / features.norm(dim=-1, keepdim=True)
 
     def logit_bias(self) -> Any:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from model_adapters.base import AdapterLoadError, ModelSpec
+from model_adapters.base import Adapter, AdapterLoadError, ModelSpec
 
-__all__ = ["from_pretrained", "resolve_device", "resolve_dtype", "to_device"]
+__all__ = ["from_pretrained", "load_transformers_model", "resolve_device", "resolve_dtype", "to_device"]
 
 _DTYPES = ("float32", "float16", "bfloat16")
 
@@ -79,3 +79,28 @@ def from_pretrained(loader: Callable[..., Any], spec: ModelSpec, **kwargs: Any) 
             f"Download it once (e.g. `hf download {spec.model_id} --local-dir /models/x`) and set "
             f'"model_id": "/models/x" in the project\'s extra_params or PRELABEL_DEFAULTS.'
         ) from exc
+
+
+def load_transformers_model(adapter: Adapter, model_class: str, model_types: Sequence[str]) -> tuple[Any, Any]:
+    """Load a transformers checkpoint for an adapter: device and dtype, processor, model in eval mode.
+
+    The config is read first and its ``model_type`` checked against ``model_types``, so weights of another
+    family fail with a message naming both, not deep inside ``load_state_dict``.
+
+    Returns:
+        ``(processor, model)``; ``adapter.device`` and ``adapter.dtype`` are set.
+    """
+    import transformers
+
+    adapter.device = resolve_device(adapter.spec.device)
+    adapter.dtype = resolve_dtype(adapter.spec.dtype, adapter.device)
+    config = from_pretrained(transformers.AutoConfig.from_pretrained, adapter.spec)
+    if config.model_type not in model_types:
+        raise AdapterLoadError(
+            f"{adapter.spec.model_id!r} is a {config.model_type!r} model, not {' or '.join(model_types)}; "
+            f"pick the adapter for that family in the project's settings"
+        )
+    processor = from_pretrained(transformers.AutoProcessor.from_pretrained, adapter.spec)
+    loader = getattr(transformers, model_class).from_pretrained
+    model = from_pretrained(loader, adapter.spec, config=config, dtype=adapter.dtype)
+    return processor, model.to(adapter.device).eval()

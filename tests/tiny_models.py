@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -785,48 +784,29 @@ def tiny_segment_anything_model(
     iou_head_depth: int = 2,
     iou_head_hidden_dim: int = 32,
 ) -> Any:
-    """Build a ``segment_anything.modeling.Sam`` like the package's ``_build_sam``, with every size exposed.
+    """Build a tiny ``segment_anything`` ``Sam`` (the adapter's builder with tiny sizes), optionally loaded.
 
     Defaults equal ``segment_anything_tiny_kwargs()``. Loads ``checkpoint`` (a state dict) when given.
 
     Returns:
         The ``Sam`` model in eval mode; use it with ``SamPredictor`` or ``SamAutomaticMaskGenerator``.
     """
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+    from model_adapters.sam import build_original_sam
 
-    embedding_size = image_size // vit_patch_size
-    sam = Sam(
-        image_encoder=ImageEncoderViT(
-            depth=encoder_depth,
-            embed_dim=encoder_embed_dim,
-            img_size=image_size,
-            mlp_ratio=4,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=encoder_num_heads,
-            patch_size=vit_patch_size,
-            qkv_bias=True,
-            use_rel_pos=True,
-            global_attn_indexes=tuple(encoder_global_attn_indexes),
-            window_size=window_size,
-            out_chans=prompt_embed_dim,
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=prompt_embed_dim,
-            image_embedding_size=(embedding_size, embedding_size),
-            input_image_size=(image_size, image_size),
-            mask_in_chans=mask_in_chans,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(
-                depth=2, embedding_dim=prompt_embed_dim, mlp_dim=decoder_mlp_dim, num_heads=decoder_num_heads
-            ),
-            transformer_dim=prompt_embed_dim,
-            iou_head_depth=iou_head_depth,
-            iou_head_hidden_dim=iou_head_hidden_dim,
-        ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
+    sam = build_original_sam(
+        encoder_embed_dim=encoder_embed_dim,
+        encoder_depth=encoder_depth,
+        encoder_num_heads=encoder_num_heads,
+        encoder_global_attn_indexes=tuple(encoder_global_attn_indexes),
+        prompt_embed_dim=prompt_embed_dim,
+        image_size=image_size,
+        vit_patch_size=vit_patch_size,
+        window_size=window_size,
+        mask_in_chans=mask_in_chans,
+        decoder_mlp_dim=decoder_mlp_dim,
+        decoder_num_heads=decoder_num_heads,
+        iou_head_depth=iou_head_depth,
+        iou_head_hidden_dim=iou_head_hidden_dim,
     )
     sam.eval()
     if checkpoint is not None:

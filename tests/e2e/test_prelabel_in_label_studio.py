@@ -15,17 +15,11 @@ from PIL import Image
 
 from tests.e2e.label_studio import LabelStudio
 from tests.e2e.prelabel_server import PrelabelServer
-from tests.helpers import image_array
+from tests.helpers import RECT_CONFIG, image_array
 
 pytestmark = pytest.mark.e2e
 
-RECT = """<View>
-  <Image name="image" value="$image"/>
-  <RectangleLabels name="label" toName="image">
-    <Label value="Cat" predicted_values="a cat,cat"/>
-    <Label value="Remote"/>
-  </RectangleLabels>
-</View>"""
+RECT = RECT_CONFIG
 
 
 @pytest.fixture(scope="module")

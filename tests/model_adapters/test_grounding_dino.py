@@ -120,7 +120,7 @@ def test_mm_grounding_dino_checkpoints_load_through_their_own_class(tiny: Callab
 def test_unloadable_ids_name_the_id_and_the_way_out(tiny: Callable[[str], Path]) -> None:
     with pytest.raises(AdapterLoadError, match="(?s)IDEA-Research/no-such-model.*HF_HUB_OFFLINE.*model_id"):
         GroundingDino(ModelSpec("grounding_dino", "IDEA-Research/no-such-model", device="cpu")).load()
-    with pytest.raises(AdapterLoadError, match="'owlv2' model, not Grounding DINO"):
+    with pytest.raises(AdapterLoadError, match="'owlv2' model, not grounding-dino or mm-grounding-dino"):
         GroundingDino(ModelSpec("grounding_dino", str(tiny("owlv2")), device="cpu")).load()
 
 
