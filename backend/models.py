@@ -20,6 +20,7 @@ import supervision as sv
 from backend import metrics
 from model_adapters.base import Adapter, ModelSpec, Query
 from model_adapters.registry import resolve_adapter
+from model_adapters.segmentation import EmbeddingCache, PromptableSegmenter
 
 __all__ = ["ModelPool", "ModelUnavailable"]
 
@@ -46,11 +47,17 @@ class _Entry:
 
 
 class ModelPool:
-    """Process-wide adapters keyed by ``ModelSpec``."""
+    """Process-wide adapters keyed by ``ModelSpec``.
 
-    def __init__(self) -> None:
+    Args:
+        embedding_cache_items: Image embeddings each promptable segmenter keeps (smart tools).
+        embedding_cache_bytes: Bytes of image embeddings each promptable segmenter keeps.
+    """
+
+    def __init__(self, embedding_cache_items: int = 32, embedding_cache_bytes: int = 2 << 30) -> None:
         self._entries: dict[ModelSpec, _Entry] = {}
         self._lock = threading.Lock()
+        self._cache_bounds = (embedding_cache_items, embedding_cache_bytes)
 
     def preload(self, spec: ModelSpec) -> None:
         """Start loading ``spec`` in the background unless it is loaded, loading, or failed just now."""
@@ -72,6 +79,8 @@ class ModelPool:
                 started = time.perf_counter()
                 adapter_cls, _ = resolve_adapter(spec.adapter)
                 adapter = adapter_cls(spec)
+                if isinstance(adapter, PromptableSegmenter):
+                    adapter.embeddings = EmbeddingCache(*self._cache_bounds)
                 adapter.load()
             entry.adapter = adapter
             seconds = time.perf_counter() - started

@@ -35,7 +35,7 @@ class PrelabelService:
         check_server_defaults(settings.defaults)
         self.settings = settings
         self.store = ProjectStore(settings.model_dir)
-        self.pool = ModelPool()
+        self.pool = ModelPool(settings.embedding_cache_items, settings.embedding_cache_mb << 20)
         session = requests.Session()
         session.mount("http://", HTTPAdapter(pool_maxsize=settings.media_workers))
         session.mount("https://", HTTPAdapter(pool_maxsize=settings.media_workers))

@@ -43,6 +43,8 @@ class ServerSettings:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     preload: bool = True
     model_wait: float = 90.0
+    embedding_cache_items: int = 32
+    embedding_cache_mb: int = 2048
     log_level: str = "INFO"
 
     @classmethod
@@ -112,5 +114,7 @@ class ServerSettings:
             defaults=defaults,
             preload=flag("PRELABEL_PRELOAD", cls.preload),
             model_wait=number("PRELABEL_MODEL_WAIT", float, cls.model_wait),
+            embedding_cache_items=number("PRELABEL_EMBEDDING_CACHE_ITEMS", int, cls.embedding_cache_items),
+            embedding_cache_mb=number("PRELABEL_EMBEDDING_CACHE_MB", int, cls.embedding_cache_mb),
             log_level=(get("LOG_LEVEL") or cls.log_level).upper(),
         )

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import pytest
+
+from backend.app import create_app
+from backend.cli import main
+from backend.settings import ServerSettings, SettingsError
+from model_adapters.segmentation import PromptableSegmenter
+from tests.fakes import FakeSegmenter  # noqa: F401  (registers the fakes)
+
+
+def test_adapters_lists_every_model_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["adapters"]) == 0
+    names = capsys.readouterr().out.split()
+    assert {"grounding_dino", "owlv2.large", "clip", "siglip2", "sam", "sam3", "albef.mscoco"} <= set(names)
+
+
+def test_serve_refuses_bad_settings_with_the_variable_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PRELABEL_MEDIA_TIMEOUT", "soon")
+    assert main(["serve", "--port", "0"]) == 2
+    assert "PRELABEL_MEDIA_TIMEOUT must be a number like 30.0, got 'soon'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [
+        ({"LABEL_STUDIO_URL": "localhost:8080"}, "LABEL_STUDIO_URL must start with http"),
+        ({"BASIC_AUTH_USER": "u"}, "set both BASIC_AUTH_USER and BASIC_AUTH_PASS"),
+        ({"PRELABEL_DEFAULTS": "{bad"}, "PRELABEL_DEFAULTS must be JSON"),
+        ({"PRELABEL_PRELOAD": "maybe"}, "PRELABEL_PRELOAD must be true or false"),
+        ({"LOCAL_FILES_DOCUMENT_ROOT": "/no/such/dir"}, "must be an existing directory"),
+        ({"PRELABEL_EMBEDDING_CACHE_ITEMS": "0"}, "must be positive"),
+    ],
+)
+def test_settings_errors(env: dict[str, str], match: str) -> None:
+    with pytest.raises(SettingsError, match=match):
+        ServerSettings.from_env(env)
+
+
+def test_embedding_cache_bounds_reach_the_segmenters(tmp_path) -> None:
+    settings = ServerSettings.from_env({"MODEL_DIR": str(tmp_path), "PRELABEL_PRELOAD": "false",
+                                        "PRELABEL_EMBEDDING_CACHE_ITEMS": "3", "PRELABEL_EMBEDDING_CACHE_MB": "5"})  # fmt: skip
+    service = create_app(settings).extensions["prelabel"]
+    from model_adapters.base import ModelSpec
+
+    spec = ModelSpec("fake_segmenter", "fake/segmenter")
+    segmenter = service.pool.get(spec, timeout=10)
+    assert isinstance(segmenter, PromptableSegmenter)
+    assert (segmenter.embeddings.max_items, segmenter.embeddings.max_bytes) == (3, 5 << 20)
