@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from backend.errors import ProjectSettingsError
 from backend.label_config import Target, parse_targets
+from backend.prompts import LABEL_MAPS, ExampleRef, check_label_maps, examples_for, prompts_for
 from model_adapters.base import ModelSpec, SettingsError, Task, make_params
 from model_adapters.registry import UnknownAdapterError, available_adapters, resolve_adapter
 
@@ -33,7 +34,6 @@ __all__ = [
     "SECTION_TASKS",
     "ClassificationPost",
     "DetectionPost",
-    "ExampleRef",
     "InteractivePlan",
     "Plan",
     "SegmentationPost",
@@ -60,9 +60,8 @@ _LOAD_KEYS = ("model", "model_id", "device", "dtype")
 _CONTROL_ATTRS = {"model_score_threshold": "score_threshold"}
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
-_LABEL_MAPS = ("prompts", "examples")  # label -> value mappings, at the top level and per control
 _MASK_CONTROLS = ("BrushLabels", "PolygonLabels")  # preferred order for interactive answers
-_TOP_KEYS = frozenset({*SECTION_TASKS, *_LABEL_MAPS, "controls"})
+_TOP_KEYS = frozenset({*SECTION_TASKS, *LABEL_MAPS, "controls"})
 
 
 @dataclass(frozen=True)
@@ -119,21 +118,6 @@ _POST: Mapping[str, type] = {
     "segmentation": SegmentationPost,
     "interactive": SegmentationPost,
 }
-
-
-@dataclass(frozen=True)
-class ExampleRef:
-    """An example box of a label from the settings (few-shot visual prompt).
-
-    Attributes:
-        label: Index of the label in ``target.labels``.
-        image: Image reference, fetched like a task image (URL, ``/data/...``, ``s3://``, ``data:``).
-        rect: ``(x, y, width, height)`` in percent of the image, as Label Studio stores rectangles.
-    """
-
-    label: int
-    image: str
-    rect: tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -224,7 +208,7 @@ def _check_top(settings: Mapping[str, Any], where: str) -> None:
             f"{where}: unknown key {unknown[0]!r}{hint}; expected any of {', '.join(sorted(_TOP_KEYS))}, "
             f'e.g. {{"detection": {{"model": "owlv2", "score_threshold": 0.2}}}}'
         )
-    for key in (*SECTION_TASKS, *_LABEL_MAPS, "controls"):
+    for key in (*SECTION_TASKS, *LABEL_MAPS, "controls"):
         if key in settings and not isinstance(settings[key], dict):
             raise ProjectSettingsError(f"{where}.{key} must be a JSON object, got {settings[key]!r}")
 
@@ -253,7 +237,7 @@ def _build_plan(label_config: str, project_json: str, defaults_json: str, device
     project, defaults = json.loads(project_json), json.loads(defaults_json)
     _check_top(defaults, "PRELABEL_DEFAULTS")
     targets = parse_targets(label_config)
-    _check_prompt_labels(project, targets)
+    check_label_maps(project, targets)
     unknown_controls = sorted(set(project.get("controls", {})) - {t.control for t in targets})
     if unknown_controls:
         known = ", ".join(sorted({t.control for t in targets})) or "none"
@@ -317,7 +301,7 @@ def _plan_target(
     project_layer = dict(project.get(section, {}))
     if own_section:
         project_layer.update(project.get("controls", {}).get(target.control, {}))
-    for key in _LABEL_MAPS:
+    for key in LABEL_MAPS:
         project_layer.pop(key, None)
     merged = {"device": device, "dtype": dtype, **env_layer, **attr_layer, **project_layer}
     model = merged.pop("model", DEFAULT_MODELS[section])
@@ -344,88 +328,13 @@ def _plan_target(
         params = make_params(adapter.Params, {k: v for k, v in knobs.items() if k not in post_keys}, owner=model)
     except SettingsError as exc:
         raise ProjectSettingsError(f"{where}: {exc}") from None
-    prompts, prompt_labels = _prompts(target, project)
-    examples = _examples(target, project) if task is Task.DETECTION else ()
+    prompts, prompt_labels = prompts_for(target, project)
+    examples = examples_for(target, project) if task is Task.DETECTION else ()
     if examples and not adapter.accepts_examples:
         takers = ", ".join(n for n in available_adapters() if "." not in n and resolve_adapter(n)[0].accepts_examples)
         raise ProjectSettingsError(f"{where}: model {model!r} does not take example boxes; models that do: {takers}")
     labels = prompt_labels + tuple(e.label for e in examples)
     return TargetPlan(target, spec, params, post, prompts, labels, examples)
-
-
-def _label_map(target: Target, project: Mapping[str, Any], key: str) -> dict[str, Any]:
-    """A label -> value mapping (``prompts`` or ``examples``): the control's entries over the project's."""
-    return {**project.get(key, {}), **project.get("controls", {}).get(target.control, {}).get(key, {})}
-
-
-def _prompts(target: Target, project: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """Prompts per label: extra_params (control, then project) > ``predicted_values`` > the label itself."""
-    mapping = _label_map(target, project, "prompts")
-    prompts: list[str] = []
-    owners: list[int] = []
-    for i, label in enumerate(target.labels):
-        given = mapping.get(label)
-        texts = _prompt_list(given, label) if given is not None else target.predicted_values.get(label, (label,))
-        for text in texts:
-            prompts.append(text)
-            owners.append(i)
-    return tuple(prompts), tuple(owners)
-
-
-def _prompt_list(value: Any, label: str) -> tuple[str, ...]:
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
-        raise ProjectSettingsError(f'prompts.{label} must be a list of strings like ["car", "truck"], got {value!r}')
-    texts = tuple(v.strip() for v in items if v.strip())
-    if not texts:
-        raise ProjectSettingsError(f"prompts.{label} must name at least one prompt")
-    return texts
-
-
-def _examples(target: Target, project: Mapping[str, Any]) -> tuple[ExampleRef, ...]:
-    """Example boxes per label, each ``{"image": ref, "x", "y", "width", "height"}`` in percent."""
-    examples = []
-    for label, items in _label_map(target, project, "examples").items():
-        if label not in target.labels:
-            continue
-        where = f"examples.{label}"
-        if not isinstance(items, list):
-            raise ProjectSettingsError(f"{where} must be a list of example boxes")
-        for item in items:
-            rect = _example_rect(item, where)
-            examples.append(ExampleRef(target.labels.index(label), item["image"], rect))
-    return tuple(examples)
-
-
-def _example_rect(item: Any, where: str) -> tuple[float, float, float, float]:
-    example = '{"image": "/data/upload/1/cat.jpg", "x": 10, "y": 20, "width": 30, "height": 40}'
-    keys = ("x", "y", "width", "height")
-    if (
-        not isinstance(item, dict)
-        or not isinstance(item.get("image"), str)
-        or not all(isinstance(item.get(k), int | float) and not isinstance(item.get(k), bool) for k in keys)
-    ):
-        raise ProjectSettingsError(f"{where}: each example must look like {example}, got {item!r}")
-    x, y, width, height = (float(item[k]) for k in keys)
-    if not (0 <= x < 100 and 0 <= y < 100 and 0 < width <= 100 - x and 0 < height <= 100 - y):
-        raise ProjectSettingsError(f"{where}: the box must lie inside the image, in percent, got {item!r}")
-    return x, y, width, height
-
-
-def _check_prompt_labels(project: Mapping[str, Any], targets: tuple[Target, ...]) -> None:
-    labels = {label for t in targets for label in t.labels}
-    sections = [(f"extra_params.{key}", project.get(key, {})) for key in _LABEL_MAPS] + [
-        (f"extra_params.controls.{name}.{key}", c.get(key, {}))
-        for name, c in project.get("controls", {}).items()
-        if isinstance(c, dict)
-        for key in _LABEL_MAPS
-    ]
-    for where, mapping in sections:
-        if not isinstance(mapping, dict):
-            raise ProjectSettingsError(f"{where} must map label -> values, got {mapping!r}")
-        for label in mapping:
-            if label not in labels:
-                raise ProjectSettingsError(f"{where}: {label!r} is not a label in the config; labels: {sorted(labels)}")
 
 
 def check_server_defaults(defaults: Mapping[str, Any]) -> None:

@@ -28,7 +28,8 @@ from backend.errors import BadRequest, MediaError
 from backend.ls_client import LabelStudioClient
 from backend.media import MediaFetcher
 from backend.models import ModelPool
-from backend.plan import ExampleRef, Plan, TargetPlan
+from backend.plan import Plan, TargetPlan
+from backend.prompts import ExampleRef
 from backend.segmentation import finish_masks, mask_regions
 from model_adapters.base import ExamplePrompt, Query, Task
 from model_adapters.segmentation import Click, MaskPrompt
