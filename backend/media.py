@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from io import BytesIO
@@ -65,6 +66,12 @@ class MediaFetcher:
 
     def read(self, value: object, *, task_id: int | None, ls: LabelStudioClient | None) -> bytes:
         """Return the raw bytes a task value refers to (see ``load``)."""
+        try:
+            return self._read(value, task_id=task_id, ls=ls)
+        except (ValueError, UnicodeError, KeyError) as exc:  # malformed URLs, hosts, paths, token answers
+            raise MediaError(f"unusable image reference {str(value)[:100]!r}: {type(exc).__name__}: {exc}") from None
+
+    def _read(self, value: object, *, task_id: int | None, ls: LabelStudioClient | None) -> bytes:
         if not isinstance(value, str) or not value.strip():
             raise MediaError(f"image value must be a URL or path string, got {value!r}")
         value = value.strip()
@@ -167,6 +174,9 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
                     f"image is {width}x{height} = {width * height} pixels, over PRELABEL_MEDIA_MAX_PIXELS={max_pixels}"
                 )
             upright = ImageOps.exif_transpose(image)
+            if upright.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit: keep the high byte, as browsers show it
+                high = (np.asarray(upright, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+                upright = Image.fromarray(high, "L")
             return np.array(upright.convert("RGB"))
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
         raise MediaError(f"not a readable image ({len(data)} bytes): {exc}") from None
@@ -177,15 +187,21 @@ def _read_capped(response: requests.Response, max_bytes: int, deadline: float, u
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise MediaError(f"{_short(url)} is {declared} bytes, over PRELABEL_MEDIA_MAX_BYTES={max_bytes}")
     buffer = bytearray()
+    # A server dripping bytes never trips the per-read timeout: close the response at the deadline instead.
+    watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), response.close)
+    watchdog.start()
     try:
         for chunk in response.iter_content(_CHUNK):
             buffer += chunk
             if len(buffer) > max_bytes:
                 raise MediaError(f"{_short(url)} is over PRELABEL_MEDIA_MAX_BYTES={max_bytes}")
-            if time.monotonic() > deadline:
-                raise MediaError(f"{_short(url)} took longer than PRELABEL_MEDIA_TIMEOUT")
-    except requests.RequestException as exc:
-        raise MediaError(f"could not read {_short(url)}: {type(exc).__name__}: {exc}") from None
+    except (requests.RequestException, AttributeError, OSError, ValueError) as exc:
+        if time.monotonic() < deadline:
+            raise MediaError(f"could not read {_short(url)}: {type(exc).__name__}: {exc}") from None
+    finally:
+        watchdog.cancel()
+    if time.monotonic() >= deadline:
+        raise MediaError(f"{_short(url)} took longer than PRELABEL_MEDIA_TIMEOUT")
     return bytes(buffer)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -107,10 +107,26 @@ class ModelPool:
         assert entry.adapter is not None
         return entry.adapter
 
+    def retain(self, specs: Iterable[ModelSpec]) -> list[ModelSpec]:
+        """Unload the loaded (or failed) models not in ``specs``, so settings changes do not pile up models."""
+        keep = set(specs)
+        with self._lock:
+            dropped = [spec for spec, e in self._entries.items() if spec not in keep and e.ready.is_set()]
+            for spec in dropped:
+                del self._entries[spec]
+        for spec in dropped:
+            log.info("unloaded %s (%s): no project uses it any more", spec.adapter, spec.model_id)
+        return dropped
+
     def call(self, spec: ModelSpec, work: Callable[[Adapter], T], images: int) -> T:
-        """Run ``work(adapter)`` on a loaded model (the caller has waited for it with ``get``), timed."""
-        entry = self._entries[spec]
-        assert entry.adapter is not None
+        """Run ``work(adapter)`` on a loaded model (the caller has waited for it with ``get``), timed.
+
+        Raises:
+            ModelUnavailable: The model was unloaded meanwhile (its project's settings changed).
+        """
+        entry = self._entries.get(spec)
+        if entry is None or entry.adapter is None:
+            raise ModelUnavailable(f"{spec.adapter} ({spec.model_id}) is not loaded; retry")
         started = time.perf_counter()
         with entry.lock:
             out = work(entry.adapter)

@@ -78,6 +78,10 @@ class DetectionPost:
     class_agnostic_nms: bool = False
     max_detections: int = 100
 
+    def __post_init__(self) -> None:
+        _in_range("nms_threshold", self.nms_threshold, 0.0, 1.0)
+        _in_range("max_detections", self.max_detections, 1, 100_000)
+
 
 @dataclass(frozen=True)
 class ClassificationPost:
@@ -90,6 +94,10 @@ class ClassificationPost:
 
     score_threshold: float = 0.5
     label_thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for label, threshold in {"score_threshold": self.score_threshold, **self.label_thresholds}.items():
+            _in_range(label, threshold, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,17 @@ class SegmentationPost:
     polygon_parts: Literal["largest", "all"] = "largest"
     nms_threshold: float = 0.5
     max_detections: int = 100
+
+    def __post_init__(self) -> None:
+        _in_range("polygon_tolerance", self.polygon_tolerance, 0.0, 1000.0)
+        _in_range("min_area", self.min_area, 0, 10**9)
+        _in_range("nms_threshold", self.nms_threshold, 0.0, 1.0)
+        _in_range("max_detections", self.max_detections, 1, 100_000)
+
+
+def _in_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value!r}")
 
 
 _POST: Mapping[str, type] = {
@@ -211,6 +230,9 @@ def _check_top(settings: Mapping[str, Any], where: str) -> None:
     for key in (*SECTION_TASKS, *LABEL_MAPS, "controls"):
         if key in settings and not isinstance(settings[key], dict):
             raise ProjectSettingsError(f"{where}.{key} must be a JSON object, got {settings[key]!r}")
+    for name, control in settings.get("controls", {}).items():
+        if not isinstance(control, dict):
+            raise ProjectSettingsError(f"{where}.controls.{name} must be a JSON object, got {control!r}")
 
 
 def build_plan(
@@ -393,6 +415,8 @@ def _model_version(plans: list[TargetPlan], interactive: tuple[InteractivePlan, 
 def _describe(plan: TargetPlan) -> dict[str, Any]:
     return {
         "control": plan.target.control,
+        "control_type": plan.target.control_type,
+        "choice": plan.target.attrs.get("choice"),
         "to_name": plan.target.to_name,
         "adapter": plan.spec.adapter,
         "model_id": plan.spec.model_id,

@@ -133,7 +133,8 @@ class Runner:
             metrics.ERRORS.labels("media").inc()
             log.warning("task %s: image %r: %s", state.task_id, output.value_key, exc)
             return [answer]
-        key = f"task{state.task_id}:" + hashlib.blake2b(str(value).encode(), digest_size=16).hexdigest()
+        origin = ls.base_url if ls else ""
+        key = f"task{state.task_id}:" + hashlib.blake2b(f"{origin}|{value}".encode(), digest_size=16).hexdigest()
         scale = _PercentToPixels(image)
         pixel_prompt = MaskPrompt(
             boxes=tuple(scale.box(b) for b in prompt.boxes), clicks=tuple(scale.click(c) for c in prompt.clicks)
@@ -280,18 +281,19 @@ class Runner:
 
     def _example_prompt(self, example: ExampleRef, ls: LabelStudioClient | None) -> ExamplePrompt:
         """An example box as the adapter takes it; example images are fetched once and kept (a few)."""
+        source = f"{ls.base_url if ls else ''}|{example.image}"  # the same path on two Label Studios differs
         with self._examples_lock:
-            image = self._example_images.get(example.image)
+            image = self._example_images.get(source)
         if image is None:
             image = self.fetcher.load(example.image, task_id=None, ls=ls)
             with self._examples_lock:
-                self._example_images[example.image] = image
+                self._example_images[source] = image
                 while len(self._example_images) > EXAMPLE_IMAGES_KEPT:
                     self._example_images.popitem(last=False)
         height, width = image.shape[:2]
         x, y, w, h = example.rect
         box = (x * width / 100, y * height / 100, (x + w) * width / 100, (y + h) * height / 100)
-        return ExamplePrompt(image, box, key=f"{example.image}#{example.rect}")
+        return ExamplePrompt(image, box, key=f"{source}#{example.rect}")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from backend.plan import Plan, build_plan, check_server_defaults, parse_extra_pa
 from backend.runner import Runner
 from backend.settings import ServerSettings
 from backend.store import ProjectRecord, ProjectStore
+from model_adapters.base import ModelSpec
 
 __all__ = ["PrelabelService"]
 
@@ -63,8 +64,19 @@ class PrelabelService:
         params = parse_extra_params(extra_params)
         plan = self.plan(label_config, params)
         self.store.save(ProjectRecord(project, label_config, params, hostname, access_token, plan.model_version))
+        self.pool.retain(self._specs_in_use())
         self.preload(plan)
         return plan.model_version
+
+    def _specs_in_use(self) -> set[ModelSpec]:
+        """The models of every stored project's current settings (plans are cached, so this is cheap)."""
+        specs: set[ModelSpec] = set()
+        for record in self.store.all():
+            try:
+                specs.update(self.plan(record.label_config, record.extra_params).specs())
+            except BadRequest:
+                continue
+        return specs
 
     def preload(self, plan: Plan) -> None:
         """Start loading every model of a plan (returns at once)."""
@@ -102,12 +114,21 @@ class PrelabelService:
         return self.runner.predict(tasks, plan, self.label_studio(record))
 
     def label_studio(self, record: ProjectRecord | None) -> LabelStudioClient | None:
-        """Client for the project's Label Studio: env settings first, else what ``/setup`` was told."""
-        url = self.settings.label_studio_url or (record.hostname if record else None)
-        if not url:
+        """Client for the project's Label Studio: the env URL and key, else what ``/setup`` was told.
+
+        The env key only ever goes to the env URL (settings require both): a ``/setup`` naming another host gets
+        only the token that same call supplied.
+        """
+        if self.settings.label_studio_url:
+            return LabelStudioClient(
+                self.settings.label_studio_url, self.settings.label_studio_api_key, self.session,
+                timeout=self.settings.media_timeout,
+            )  # fmt: skip
+        if record is None or not record.hostname:
             return None
-        token = self.settings.label_studio_api_key or (record.access_token if record else None)
-        return LabelStudioClient(url, token, self.session, timeout=self.settings.media_timeout)
+        return LabelStudioClient(
+            record.hostname, record.access_token, self.session, timeout=self.settings.media_timeout
+        )
 
     def webhook(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Acknowledge a Label Studio event. prelabel does not train yet, and says so."""

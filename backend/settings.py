@@ -87,6 +87,11 @@ class ServerSettings:
         url = get("LABEL_STUDIO_URL")
         if url and not url.startswith(("http://", "https://")):
             raise SettingsError(f"LABEL_STUDIO_URL must start with http:// or https://, got {url!r}")
+        if get("LABEL_STUDIO_API_KEY") and not url:
+            raise SettingsError(
+                "LABEL_STUDIO_API_KEY needs LABEL_STUDIO_URL: the key is only ever sent to that URL "
+                "(without both, prelabel uses the hostname and token Label Studio sends in /setup)"
+            )
         root = get("LOCAL_FILES_DOCUMENT_ROOT")
         if root and not Path(root).is_dir():
             raise SettingsError(f"LOCAL_FILES_DOCUMENT_ROOT must be an existing directory, got {root!r}")

@@ -14,6 +14,7 @@ configures adapters on machines without it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from abc import ABC, abstractmethod
@@ -209,7 +210,12 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise SettingsError(f"{where} must be true or false, got {value!r}")
         return value
     if hint in (int, float):
-        if isinstance(value, bool) or not isinstance(value, int | float) or (hint is int and value != int(value)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or (hint is int and value != int(value))
+        ):
             raise SettingsError(f"{where} must be a number like {hint(1)!r}, got {value!r}")
         return hint(value)
     if hint is str and not isinstance(value, str):

@@ -257,3 +257,19 @@ def test_an_unreachable_example_image_fails_the_tasks_with_a_reason(client: Flas
     client.post("/setup", json=setup_body(extra))
     (entry,) = client.post("/predict", json=predict_body([make_task(1, data_uri())])).json["results"]
     assert entry == {"result": [], "score": 0.0, "model_version": entry["model_version"]}
+
+
+def test_models_no_project_uses_any_more_are_unloaded(client: FlaskClient) -> None:
+    client.post("/setup", json=setup_body({"detection": {"model": "slow_fake", "model_id": "fake/first"}}))
+    client.post("/predict", json=predict_body([make_task(1, data_uri())]))
+    assert [m["model_id"] for m in client.get("/health").json["models"]] == ["fake/first"]
+    client.post("/setup", json=setup_body({"detection": {"model": "slow_fake", "model_id": "fake/second"}}))
+    client.post("/predict", json=predict_body([make_task(1, data_uri())]))
+    assert [m["model_id"] for m in client.get("/health").json["models"]] == ["fake/second"]
+
+
+def test_the_env_api_key_is_only_ever_sent_to_the_env_url() -> None:
+    from backend.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="LABEL_STUDIO_API_KEY needs LABEL_STUDIO_URL"):
+        ServerSettings.from_env({"LABEL_STUDIO_API_KEY": "k" * 40})

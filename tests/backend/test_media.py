@@ -213,3 +213,35 @@ def test_data_uris_and_unsupported_values() -> None:
     ]:
         with pytest.raises(MediaError, match=match):
             fetcher().load(value, task_id=1, ls=None)
+
+
+def test_a_server_dripping_bytes_cannot_outlast_the_timeout(server: LocalServer) -> None:
+    @server.app.get("/drip")
+    def drip() -> Response:
+        def body():
+            for _ in range(30):
+                time.sleep(0.2)
+                yield b"x"
+
+        return Response(body(), content_type="image/png")
+
+    started = time.monotonic()
+    with pytest.raises(MediaError, match="took longer than PRELABEL_MEDIA_TIMEOUT"):
+        fetcher(media_timeout=1.0).load(server.url + "/drip", task_id=1, ls=client(server, None))
+    assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize("value", ["http://[abc/x.jpg", f"http://{'a' * 70}.com/x.png", "/data/local-files/?d=a%00b"])
+def test_malformed_references_are_media_errors_not_crashes(value: str, tmp_path: Path) -> None:
+    with pytest.raises(MediaError, match="unusable image reference|not found|outside"):
+        fetcher(local_files_document_root=tmp_path).load(value, task_id=1, ls=None)
+
+
+def test_16_bit_images_keep_their_high_byte_as_browsers_show_them() -> None:
+    import io
+
+    gray = np.full((4, 6), 60000, dtype=np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(gray).save(buffer, "PNG")
+    decoded = decode_image(buffer.getvalue(), max_pixels=100)
+    assert decoded.shape == (4, 6, 3) and (decoded == 60000 >> 8).all()

@@ -169,3 +169,27 @@ def test_example_boxes_become_visual_prompts_after_the_texts() -> None:
 def test_example_settings_are_checked(project: dict[str, Any], match: str) -> None:
     with pytest.raises(ProjectSettingsError, match=match):
         plan(project=project)
+
+
+@pytest.mark.parametrize(
+    ("project", "match"),
+    [
+        ({"controls": {"label": 5}}, "controls.label must be a JSON object"),
+        ({"detection": {"max_detections": float("inf")}}, "must be a number"),
+        ({"detection": {"nms_threshold": float("nan")}}, "must be a number"),
+        ({"detection": {"max_detections": -3}}, "max_detections must be between 1"),
+        ({"detection": {"nms_threshold": 1.5}}, "nms_threshold must be between 0.0 and 1.0"),
+    ],
+)
+def test_settings_out_of_range_or_malformed_are_refused(project: dict[str, Any], match: str) -> None:
+    with pytest.raises(ProjectSettingsError, match=match):
+        parse_extra_params(project)
+        plan(project=project)
+
+
+def test_model_version_changes_with_the_control_type_and_choice_mode() -> None:
+    brush = TWO.replace("BrushLabels", "PolygonLabels")
+    assert plan(TWO).model_version != plan(brush).model_version
+    single = '<View><Image name="i" value="$i"/><Choices name="c" toName="i"><Choice value="A"/></Choices></View>'
+    multiple = single.replace('toName="i">', 'toName="i" choice="multiple">')
+    assert plan(single).model_version != plan(multiple).model_version
