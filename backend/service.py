@@ -114,21 +114,16 @@ class PrelabelService:
         return self.runner.predict(tasks, plan, self.label_studio(record))
 
     def label_studio(self, record: ProjectRecord | None) -> LabelStudioClient | None:
-        """Client for the project's Label Studio: the env URL and key, else what ``/setup`` was told.
+        """Client for the project's Label Studio: the env URL, else the ``hostname`` ``/setup`` was told.
 
-        The env key only ever goes to the env URL (settings require both): a ``/setup`` naming another host gets
-        only the token that same call supplied.
+        The env key goes only to the env URL (settings require the URL with the key); otherwise the token the
+        project's ``/setup`` supplied is used, for whichever of the two URLs applies.
         """
-        if self.settings.label_studio_url:
-            return LabelStudioClient(
-                self.settings.label_studio_url, self.settings.label_studio_api_key, self.session,
-                timeout=self.settings.media_timeout,
-            )  # fmt: skip
-        if record is None or not record.hostname:
+        url = self.settings.label_studio_url or (record.hostname if record else None)
+        if not url:
             return None
-        return LabelStudioClient(
-            record.hostname, record.access_token, self.session, timeout=self.settings.media_timeout
-        )
+        token = self.settings.label_studio_api_key or (record.access_token if record else None)
+        return LabelStudioClient(url, token, self.session, timeout=self.settings.media_timeout)
 
     def webhook(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Acknowledge a Label Studio event. prelabel does not train yet, and says so."""
