@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import supervision as sv
@@ -51,7 +51,6 @@ class Sam3(Adapter[Sam3Params]):
     default_variant = "base"
     Params = Sam3Params
     max_batch_size = 2
-    text_prompted: ClassVar[bool] = True
 
     def load(self) -> None:
         """Load processor and model; start an empty text-feature cache."""

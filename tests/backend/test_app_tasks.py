@@ -123,3 +123,17 @@ def test_segmentation_settings_are_checked(client: FlaskClient) -> None:
     body = {"project": "7.1", "schema": SMART, "extra_params": {"interactive": {"model": "slow_fake"}}}
     response = client.post("/setup", json=body)
     assert response.status_code == 400 and "does detection, not segmentation" in response.json["error"]
+
+
+POLY = """<View><Image name="image" value="$image"/>
+<PolygonLabels name="outline" toName="image"><Label value="Cat"/><Label value="Remote"/></PolygonLabels></View>"""
+
+
+def test_sam3_segments_from_the_labels_with_no_detector(client: FlaskClient, tiny: Any) -> None:
+    extra = {"segmentation": {"model": "sam3", "model_id": str(tiny("sam3")), "score_threshold": 0.0,
+                              "mask_threshold": 0.0, "min_area": 1, "polygon_parts": "all"}}  # fmt: skip
+    version = setup(client, POLY, extra)
+    assert version.startswith("sam3-")
+    (entry,) = predict(client, POLY, [make_task(1, data_uri(64, 48))])
+    assert entry["result"] and {r["type"] for r in entry["result"]} == {"polygonlabels"}
+    assert LabelInterface(POLY).validate_prediction(entry)

@@ -193,3 +193,8 @@ def test_model_version_changes_with_the_control_type_and_choice_mode() -> None:
     single = '<View><Image name="i" value="$i"/><Choices name="c" toName="i"><Choice value="A"/></Choices></View>'
     multiple = single.replace('toName="i">', 'toName="i" choice="multiple">')
     assert plan(single).model_version != plan(multiple).model_version
+
+
+def test_a_text_prompted_segmenter_needs_no_detector() -> None:
+    brush = plan(TWO, {"segmentation": {"model": "sam3"}}).targets[2]
+    assert brush.spec.adapter == "sam3" and brush.detector is None and brush.prompts == ("Dog",)
