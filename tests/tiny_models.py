@@ -767,48 +767,14 @@ def segment_anything_tiny_kwargs() -> dict[str, Any]:
     }
 
 
-def tiny_segment_anything_model(
-    checkpoint: str | Path | None = None,
-    *,
-    encoder_embed_dim: int = 32,
-    encoder_depth: int = 2,
-    encoder_num_heads: int = 2,
-    encoder_global_attn_indexes: tuple[int, ...] | list[int] = (1,),
-    prompt_embed_dim: int = 32,
-    image_size: int = 256,
-    vit_patch_size: int = 16,
-    window_size: int = 4,
-    mask_in_chans: int = 4,
-    decoder_mlp_dim: int = 64,
-    decoder_num_heads: int = 2,
-    iou_head_depth: int = 2,
-    iou_head_hidden_dim: int = 32,
-) -> Any:
-    """Build a tiny ``segment_anything`` ``Sam`` (the adapter's builder with tiny sizes), optionally loaded.
+def tiny_segment_anything_model(checkpoint: str | Path | None = None, **sizes: Any) -> Any:
+    """A tiny ``segment_anything`` ``Sam``: the adapter's builder with ``segment_anything_tiny_kwargs()``.
 
-    Defaults equal ``segment_anything_tiny_kwargs()``. Loads ``checkpoint`` (a state dict) when given.
-
-    Returns:
-        The ``Sam`` model in eval mode; use it with ``SamPredictor`` or ``SamAutomaticMaskGenerator``.
+    ``sizes`` override single sizes; ``checkpoint`` (a state dict) is loaded when given. Returns the model in eval mode.
     """
     from model_adapters.sam import build_original_sam
 
-    sam = build_original_sam(
-        encoder_embed_dim=encoder_embed_dim,
-        encoder_depth=encoder_depth,
-        encoder_num_heads=encoder_num_heads,
-        encoder_global_attn_indexes=tuple(encoder_global_attn_indexes),
-        prompt_embed_dim=prompt_embed_dim,
-        image_size=image_size,
-        vit_patch_size=vit_patch_size,
-        window_size=window_size,
-        mask_in_chans=mask_in_chans,
-        decoder_mlp_dim=decoder_mlp_dim,
-        decoder_num_heads=decoder_num_heads,
-        iou_head_depth=iou_head_depth,
-        iou_head_hidden_dim=iou_head_hidden_dim,
-    )
-    sam.eval()
+    sam = build_original_sam(**{**segment_anything_tiny_kwargs(), **sizes}).eval()
     if checkpoint is not None:
         sam.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
     return sam
