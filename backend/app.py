@@ -1,9 +1,10 @@
-"""Flask app speaking Label Studio's ML-backend protocol.
+"""Flask app speaking Label Studio's ML-backend protocol, plus a status page for people.
 
-Routes: ``/health`` (and ``/``), ``/setup``, ``/predict``, ``/webhook``, ``/versions``, ``/metrics``. Each
-route parses the body, calls ``PrelabelService`` and renders JSON. Errors are JSON too: 400 for a request
-that breaks the protocol or carries bad settings, 401 for missing credentials, 503 when a model cannot be
-served, 500 (logged with its traceback) for anything unexpected.
+Routes: ``/health``, ``/setup``, ``/predict``, ``/webhook``, ``/versions``, ``/metrics``, and ``/`` (an HTML page
+saying what Label Studio does not show: refused settings, tasks not predicted and why, model states). Each route
+parses the body, calls ``PrelabelService`` and renders JSON. Errors are JSON too: 400 for a request that breaks the
+protocol or carries bad settings, 401 for missing credentials, 413 for a body over ``PRELABEL_MAX_BODY_MB``, 503 when
+a model cannot be served, 500 (logged with its traceback) for anything unexpected.
 
 Run with gunicorn through ``prelabel serve``, or ``flask --app backend.app run`` for development.
 """
@@ -12,24 +13,28 @@ from __future__ import annotations
 
 import hmac
 import logging
+import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException
 
-from backend import metrics
+from backend import metrics, outbound
 from backend.errors import BadRequest
 from backend.models import ModelUnavailable
+from backend.request_body import parse_json_object
 from backend.service import PrelabelService
 from backend.settings import ServerSettings
+from backend.status_page import render_status_page
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 MODEL_CLASS = "prelabel"
-_OPEN_ROUTES = frozenset({"/", "/health"})
+_OPEN_ROUTES = frozenset({"/health"})
 
 
 def create_app(settings: ServerSettings | None = None) -> Flask:
@@ -38,10 +43,11 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     Image.MAX_IMAGE_PIXELS = settings.media_max_pixels
     service = PrelabelService(settings)
-    if settings.preload:
-        service.preload_known_projects()
+    if settings.preload_projects:
+        service.preload_recent_projects()
 
     app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["prelabel"] = service
 
@@ -60,8 +66,8 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
     @app.errorhandler(BadRequest)
     def _bad_request(exc: BadRequest) -> tuple[Response, int]:
         metrics.ERRORS.labels("request").inc()
-        log.warning("%s %s: %s", request.method, request.path, exc)
-        return jsonify(error=str(exc)), 400
+        log.warning("%s %s: %s (status page: %s)", request.method, request.path, exc, request.host_url)
+        return jsonify(error=str(exc), status_page=request.host_url), 400
 
     @app.errorhandler(ModelUnavailable)
     def _unavailable(exc: ModelUnavailable) -> tuple[Response, int]:
@@ -77,22 +83,31 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
         log.exception("%s %s failed", request.method, request.path)
         return jsonify(error=f"internal error: {type(exc).__name__}; see the prelabel log"), 500
 
-    @app.get("/")
     @app.get("/health")
     def health() -> Response:
         return jsonify(status="UP", model_class=MODEL_CLASS, models=service.pool.status())
 
+    @app.get("/")
+    def status_page() -> Response:
+        return Response(render_status_page(service), content_type="text/html; charset=utf-8")
+
     @app.post("/setup")
     def setup() -> Response:
         body = _json_object()
-        schema = body.get("schema")
-        if not isinstance(schema, str) or not schema.strip():
+        schema = _config(body, "schema", settings.max_config_bytes)
+        if schema is None:
             raise BadRequest("setup needs 'schema': the project's label config")
+        hostname = _optional_str(body, "hostname")
+        if hostname is not None:
+            try:
+                outbound.check_url(hostname)
+            except ValueError as exc:
+                raise BadRequest(f"'hostname' must be Label Studio's http(s) URL: {exc}") from None
         version = service.setup(
-            project=str(body.get("project", "")),
+            project=_project(body) or "",
             label_config=schema,
             extra_params=body.get("extra_params"),
-            hostname=_optional_str(body, "hostname"),
+            hostname=hostname,
             access_token=_optional_str(body, "access_token"),
         )
         return jsonify(model_version=version)
@@ -103,15 +118,19 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
         tasks = body.get("tasks")
         if not isinstance(tasks, list):
             raise BadRequest("predict needs 'tasks': a list of tasks")
+        if len(tasks) > settings.max_tasks:
+            raise BadRequest(
+                f"'tasks' holds {len(tasks)} tasks, over PRELABEL_MAX_TASKS={settings.max_tasks}; select fewer"
+            )
         params = body.get("params") or {}
         if not isinstance(params, dict):
             raise BadRequest("'params' must be an object")
-        project = body.get("project")
         results = service.predict(
             tasks,
-            project=str(project) if project is not None else None,
-            label_config=_optional_str(body, "label_config"),
+            project=_project(body),
+            label_config=_config(body, "label_config", settings.max_config_bytes),
             context=params.get("context"),
+            client_gone=_client_gone(request.environ),
         )
         return jsonify(results=results)
 
@@ -121,10 +140,15 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
 
     @app.get("/versions")
     def versions() -> Response:
+        # Label Studio 1.23 asks without naming the project (no query, no body): a 404 makes it list the backend's
+        # current version for that project itself, instead of every project's versions.
         project = request.args.get("project")
-        if project is None and request.is_json:
-            body = request.get_json(silent=True)
-            project = str(body["project"]) if isinstance(body, dict) and body.get("project") is not None else None
+        if project is None and request.content_length:
+            project = _project(_json_object())
+        if project is None:
+            return Response(
+                '{"error": "name the project: /versions?project=<id>"}', 404, content_type="application/json"
+            )
         return jsonify(versions=service.versions(project))
 
     @app.get("/metrics")
@@ -136,10 +160,41 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
 
 
 def _json_object() -> dict[str, Any]:
-    body = request.get_json(silent=True, force=True)
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
-    return body
+    return parse_json_object(request.get_data(cache=True))
+
+
+def _project(body: dict[str, Any]) -> str | None:
+    """Label Studio's project key (``"<id>.<created epoch>"``), a string or a number."""
+    project = body.get("project")
+    if project is None or project == "":
+        return None
+    if isinstance(project, bool) or not isinstance(project, str | int):
+        raise BadRequest(f"'project' must be a string like \"3.1700000000\", got {type(project).__name__}")
+    return str(project)
+
+
+def _config(body: dict[str, Any], key: str, max_bytes: int) -> str | None:
+    config = _optional_str(body, key)
+    if config is not None and len(config.encode()) > max_bytes:
+        raise BadRequest(f"'{key}' is over PRELABEL_MAX_CONFIG_KB={max_bytes >> 10}")
+    return config if config is None or config.strip() else None
+
+
+def _client_gone(environ: dict[str, Any]) -> Callable[[], bool]:
+    """Whether the caller has hung up: its socket reads as closed (gunicorn only; Label Studio closes at 100 s)."""
+    sock = environ.get("gunicorn.socket")
+    if sock is None:
+        return lambda: False
+
+    def gone() -> bool:
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError, ValueError):  # nothing to read yet; TLS sockets take no flags
+            return False
+        except OSError:
+            return True
+
+    return gone
 
 
 def _optional_str(body: dict[str, Any], key: str) -> str | None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["BadRequest", "LabelConfigError", "MediaError", "PrelabelError", "ProjectSettingsError"]
+__all__ = [
+    "BadRequest",
+    "CredentialsRefused",
+    "LabelConfigError",
+    "MediaError",
+    "PrelabelError",
+    "ProjectSettingsError",
+]
 
 
 class PrelabelError(Exception):
@@ -29,3 +36,7 @@ class ProjectSettingsError(BadRequest):
 
 class MediaError(PrelabelError):
     """A task's image could not be fetched or decoded; that task gets an empty result."""
+
+
+class CredentialsRefused(MediaError):
+    """Label Studio answered 401/403 to prelabel's credentials: every upload fetch will fail until they are fixed."""

@@ -3,7 +3,7 @@
 A legacy token goes out as ``Authorization: Token <t>``. A Personal Access Token is a JWT refresh token:
 it is exchanged at ``/api/token/refresh/`` for a short-lived access token sent as ``Bearer``; the access
 token is cached until shortly before it expires and refreshed once more on a 401. Credentials are only
-ever attached to URLs on the Label Studio host.
+ever attached to requests whose destination is this Label Studio's origin (``backend.outbound``).
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import base64
 import json
 import threading
 import time
-from urllib.parse import urlsplit
 
 import requests
+
+from backend import outbound
 
 __all__ = ["LabelStudioClient", "is_jwt"]
 
@@ -47,6 +48,8 @@ def _jwt_expiry(token: str) -> float:
 class LabelStudioClient:
     """Authenticated access to one Label Studio instance.
 
+    Raises ``outbound.UnsafeURL`` (a ``ValueError``) for a base URL that is not a plain ``http(s)`` origin.
+
     Args:
         base_url: e.g. ``http://localhost:8080`` (no trailing slash needed).
         token: Legacy API token or Personal Access Token; ``None`` sends no credentials.
@@ -59,17 +62,7 @@ class LabelStudioClient:
         self.token = token
         self.session = session
         self.timeout = timeout
-        parts = urlsplit(self.base_url)
-        self._origin = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-
-    def owns(self, url: str) -> bool:
-        """Whether ``url`` points at this Label Studio (same scheme, host and port)."""
-        parts = urlsplit(url)
-        try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError:
-            return False
-        return (parts.scheme, parts.hostname, port) == self._origin
+        self.origin = outbound.origin_of(session, self.base_url)
 
     def url(self, path: str) -> str:
         """Absolute URL for a path on this instance (``/data/upload/1/x.jpg``)."""

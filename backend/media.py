@@ -1,20 +1,26 @@
-"""Task image references -> RGB arrays, as Label Studio displays them.
+"""Task image references -> upright RGB images, as Label Studio displays them.
 
 Handles every form a task's image value takes: ``/data/upload/...`` and other Label Studio paths,
 ``/data/local-files/?d=...`` (read from disk when ``LOCAL_FILES_DOCUMENT_ROOT`` is set), ``http(s)://``,
 cloud URIs (``s3://``, ``gs://``, ``azure-blob://``) through Label Studio's presign endpoint, and ``data:``
-URIs. Every fetch is bounded (time, bytes, pixels); URLs that resolve to private addresses are refused
-unless they are Label Studio's own or allowed by ``PRELABEL_MEDIA_ALLOWED_HOSTS``; credentials only go to the
-Label Studio host. Images are turned by their EXIF orientation, because that is what annotators see.
+URIs. Every fetch is bounded (whole-transfer time, bytes, pixels); each hop's destination is decided once
+(``backend.outbound``): credentials go only to Label Studio's exact origin (scheme, host, port), and other
+destinations that resolve to private addresses are refused unless allowed by ``PRELABEL_MEDIA_ALLOWED_HOSTS``.
+Images are turned by their EXIF orientation, because that is what annotators see, and decoded no larger than the
+models need (memory stays flat whatever the images); decoded pixels in flight are bounded per process.
 """
 
 from __future__ import annotations
 
 import base64
 import ipaddress
+import math
+import os
 import socket
+import stat
 import threading
-import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -24,15 +30,17 @@ import numpy as np
 import requests
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from backend.errors import MediaError
+from backend import outbound
+from backend.errors import CredentialsRefused, MediaError
 from backend.ls_client import LabelStudioClient
 from backend.settings import ServerSettings
 
-__all__ = ["CLOUD_SCHEMES", "MediaFetcher", "decode_image"]
+__all__ = ["CLOUD_SCHEMES", "FetchedImage", "MediaFetcher", "PixelBudget", "ScaleRule", "decode_image"]
 
 CLOUD_SCHEMES = ("s3://", "gs://", "gcs://", "azure-blob://", "azure-spi://")
 _MAX_REDIRECTS = 5
 _CHUNK = 1 << 16
+_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
@@ -42,27 +50,87 @@ class _Limits:
     max_pixels: int
 
 
+@dataclass(frozen=True)
+class FetchedImage:
+    """A task image as the models get it, and the size Label Studio displays it at.
+
+    Attributes:
+        pixels: ``(h, w, 3)`` uint8 RGB, upright (EXIF applied); smaller than ``size_wh`` when every model reading
+            it resizes it further anyway (see ``MediaFetcher.load``).
+        size_wh: (width, height) of the upright original: ``original_width``/``original_height`` of its regions.
+    """
+
+    pixels: np.ndarray
+    size_wh: tuple[int, int]
+
+    @property
+    def scale_xy(self) -> tuple[float, float]:
+        """Factors from ``pixels`` coordinates to original-image coordinates."""
+        height, width = self.pixels.shape[:2]
+        return self.size_wh[0] / width, self.size_wh[1] / height
+
+
+# Scale a model needs for an image of (width, height): its preprocessing shrinks it by that factor anyway.
+ScaleRule = Callable[[int, int], float]
+
+
+class PixelBudget:
+    """Decoded pixels in flight across the process: a decode waits while others hold the budget.
+
+    One image larger than the whole budget still decodes, alone, so nothing waits forever.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        """Hold ``pixels`` of the budget for the duration of the block."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.held == 0 or self.held + pixels <= self.limit)
+            self.held += pixels
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.held -= pixels
+                self._cond.notify_all()
+
+
 class MediaFetcher:
     """Fetches and decodes task images within the server's limits.
 
     Args:
         settings: Server settings (limits, local-files root, allowed private hosts).
-        session: HTTP session shared by the process.
+        session: Outbound HTTP session (``backend.outbound.make_session``: whole-transfer deadlines need its
+            connections); by default a new one sized for ``PRELABEL_MEDIA_WORKERS``.
     """
 
-    def __init__(self, settings: ServerSettings, session: requests.Session) -> None:
+    def __init__(self, settings: ServerSettings, session: requests.Session | None = None) -> None:
         self.settings = settings
-        self.session = session
+        self.session = session or outbound.make_session(settings.media_workers)
         self.limits = _Limits(settings.media_timeout, settings.media_max_bytes, settings.media_max_pixels)
+        self.budget = PixelBudget(settings.decode_budget_pixels)
 
-    def load(self, value: object, *, task_id: int | None, ls: LabelStudioClient | None) -> np.ndarray:
-        """Return the image a task value refers to, as an ``(H, W, 3)`` uint8 RGB array.
+    def load(
+        self, value: object, *, task_id: int | None, ls: LabelStudioClient | None, scale: ScaleRule | None = None
+    ) -> FetchedImage:
+        """Return the image a task value refers to.
+
+        Args:
+            value: The task's image reference.
+            task_id: The task's id (cloud URIs are presigned per task).
+            ls: The project's Label Studio, for its paths and credentials.
+            scale: The largest factor any model reading the image will shrink it by; the image is decoded at that
+                size or up to twice it (JPEG DCT scaling, then an integer box reduction), never smaller.
 
         Raises:
             MediaError: The reference is unusable, the fetch failed or exceeded a limit, or the bytes are not an
                 image. The message says which and how to fix it.
         """
-        return decode_image(self.read(value, task_id=task_id, ls=ls), self.limits.max_pixels)
+        return decode_image(self.read(value, task_id=task_id, ls=ls), self.limits.max_pixels, scale, self.budget)
 
     def read(self, value: object, *, task_id: int | None, ls: LabelStudioClient | None) -> bytes:
         """Return the raw bytes a task value refers to (see ``load``)."""
@@ -108,64 +176,85 @@ class MediaFetcher:
         return _read_file(path, self.limits.max_bytes)
 
     def _get(self, url: str, ls: LabelStudioClient | None) -> bytes:
-        """GET with manual redirects, so every hop is checked and only Label Studio hops get credentials."""
-        deadline = time.monotonic() + self.limits.timeout
-        for _ in range(_MAX_REDIRECTS + 1):
-            ours = ls is not None and ls.owns(url)
-            if not ours:
-                self._check_public(url)
-            response = self._request(url, ls if ours else None, deadline)
-            if response.is_redirect:
-                url = urljoin(url, response.headers["Location"])
-                response.close()
-                continue
-            with response:
-                if response.status_code != 200:
-                    raise MediaError(_status_message(response.status_code, url, ours))
-                return _read_capped(response, self.limits.max_bytes, deadline, url)
+        """GET with manual redirects; each hop's destination is decided once, then checked or credentialed.
+
+        Credentials go only to a hop whose destination is Label Studio's own origin (scheme, host and port).
+        """
+        with outbound.deadline(self.limits.timeout) as clock:
+            for _ in range(_MAX_REDIRECTS + 1):
+                prepared = outbound.prepare(self.session, url)
+                target = outbound.destination(self.session, prepared)
+                ours = ls is not None and target == ls.origin
+                if not ours:
+                    self._check_public(target, url)
+                response = self._request(prepared, ls if ours else None, clock)
+                if response.is_redirect:
+                    url = urljoin(url, response.headers["Location"])
+                    response.close()
+                    continue
+                with response:
+                    if response.status_code in (401, 403) and ours:
+                        raise CredentialsRefused(_status_message(response.status_code, url, ours))
+                    if response.status_code != 200:
+                        raise MediaError(_status_message(response.status_code, url, ours))
+                    return _read_capped(response, self.limits.max_bytes, clock, url)
         raise MediaError(f"too many redirects fetching {_short(url)}")
 
-    def _request(self, url: str, ls: LabelStudioClient | None, deadline: float) -> requests.Response:
+    def _request(
+        self, prepared: requests.PreparedRequest, ls: LabelStudioClient | None, clock: outbound.Deadline
+    ) -> requests.Response:
         try:
-            headers = ls.headers() if ls else {}
-            response = self._send(url, headers, deadline)
+            if ls is not None:
+                prepared.headers.update(ls.headers())
+            response = self._send(prepared, clock)
             if response.status_code == 401 and ls is not None and ls.token:
                 response.close()
-                response = self._send(url, ls.headers(refresh=True), deadline)
+                prepared.headers.update(ls.headers(refresh=True))
+                response = self._send(prepared, clock)
             return response
         except PermissionError as exc:
             raise MediaError(str(exc)) from None
         except requests.RequestException as exc:
-            raise MediaError(f"could not fetch {_short(url)}: {type(exc).__name__}: {exc}") from None
+            if clock.expired:
+                raise MediaError(f"{_short(prepared.url or '')} took longer than PRELABEL_MEDIA_TIMEOUT") from None
+            raise MediaError(f"could not fetch {_short(prepared.url or '')}: {type(exc).__name__}: {exc}") from None
 
-    def _send(self, url: str, headers: dict[str, str], deadline: float) -> requests.Response:
-        remaining = max(deadline - time.monotonic(), 0.001)
-        return self.session.get(
-            url, headers=headers, stream=True, allow_redirects=False, timeout=(min(remaining, 10.0), remaining)
+    def _send(self, prepared: requests.PreparedRequest, clock: outbound.Deadline) -> requests.Response:
+        remaining = clock.remaining()
+        return self.session.send(
+            prepared, stream=True, allow_redirects=False, timeout=(min(remaining, 10.0), remaining)
         )
 
-    def _check_public(self, url: str) -> None:
-        """Refuse URLs whose host resolves to a loopback, private, link-local or reserved address."""
-        host = (urlsplit(url).hostname or "").lower()
-        if not host:
-            raise MediaError(f"URL has no host: {_short(url)}")
-        if host in self.settings.media_allowed_hosts:
+    def _check_public(self, target: outbound.Origin, url: str) -> None:
+        """Refuse destinations that resolve to a loopback, private, link-local or reserved address."""
+        allowed = self.settings.media_allowed_hosts
+        if target.host in allowed or f"{target.host}:{target.port}" in allowed:
             return
         try:
-            addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+            addresses = {info[4][0] for info in socket.getaddrinfo(target.host, target.port)}
         except socket.gaierror as exc:
-            raise MediaError(f"cannot resolve {host}: {exc}") from None
+            raise MediaError(f"cannot resolve {target.host}: {exc}") from None
         for address in addresses:
             ip = ipaddress.ip_address(address.split("%")[0])
             if not ip.is_global or ip.is_multicast:
                 raise MediaError(
-                    f"refusing to fetch {_short(url)}: {host} resolves to the non-public address {ip}; "
-                    f"if this is intended, add {host} to PRELABEL_MEDIA_ALLOWED_HOSTS"
+                    f"refusing to fetch {_short(url)}: {target.host} resolves to the non-public address {ip}; "
+                    f"if this is intended, add {target.host} (or {target.host}:{target.port}) to "
+                    f"PRELABEL_MEDIA_ALLOWED_HOSTS"
                 )
 
 
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode image bytes to an upright ``(H, W, 3)`` uint8 RGB array, refusing decompression bombs."""
+def decode_image(
+    data: bytes, max_pixels: int, scale: ScaleRule | None = None, budget: PixelBudget | None = None
+) -> FetchedImage:
+    """Decode image bytes to an upright RGB image, refusing decompression bombs.
+
+    Args:
+        data: Encoded image.
+        max_pixels: Largest width × height accepted (checked from the header, before decoding).
+        scale: See ``MediaFetcher.load``; ``None`` keeps full resolution.
+        budget: Bounds the decoded pixels in flight across threads.
+    """
     try:
         with Image.open(BytesIO(data)) as image:
             width, height = image.size
@@ -173,48 +262,61 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
                 raise MediaError(
                     f"image is {width}x{height} = {width * height} pixels, over PRELABEL_MEDIA_MAX_PIXELS={max_pixels}"
                 )
-            upright = ImageOps.exif_transpose(image)
-            if upright.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit: keep the high byte, as browsers show it
-                high = (np.asarray(upright, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
-                upright = Image.fromarray(high, "L")
-            return np.array(upright.convert("RGB"))
+            turned = image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)
+            size_wh = (height, width) if turned else (width, height)
+            factor = min(1.0, scale(*size_wh)) if scale else 1.0
+            wanted = (max(1, math.ceil(width * factor)), max(1, math.ceil(height * factor)))
+            if factor < 1.0:
+                image.draft("RGB", wanted)  # JPEG: decode at 1/2, 1/4 or 1/8 scale, still >= wanted
+            with budget.hold(image.size[0] * image.size[1]) if budget else nullcontext():
+                upright = ImageOps.exif_transpose(image)
+                if upright.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit: keep the high byte, as browsers do
+                    high = (np.asarray(upright, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+                    upright = Image.fromarray(high, "L")
+                reduce = min(image.size[0] // wanted[0], image.size[1] // wanted[1])
+                if reduce >= 2:
+                    upright = upright.reduce(reduce)
+                return FetchedImage(np.array(upright.convert("RGB")), size_wh)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
         raise MediaError(f"not a readable image ({len(data)} bytes): {exc}") from None
 
 
-def _read_capped(response: requests.Response, max_bytes: int, deadline: float, url: str) -> bytes:
+def _read_capped(response: requests.Response, max_bytes: int, clock: outbound.Deadline, url: str) -> bytes:
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise MediaError(f"{_short(url)} is {declared} bytes, over PRELABEL_MEDIA_MAX_BYTES={max_bytes}")
     buffer = bytearray()
-    # A server dripping bytes never trips the per-read timeout: close the response at the deadline instead.
-    watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), response.close)
-    watchdog.start()
     try:
         for chunk in response.iter_content(_CHUNK):
             buffer += chunk
             if len(buffer) > max_bytes:
                 raise MediaError(f"{_short(url)} is over PRELABEL_MEDIA_MAX_BYTES={max_bytes}")
-    except (requests.RequestException, AttributeError, OSError, ValueError) as exc:
-        if time.monotonic() < deadline:
+    except (requests.RequestException, OSError, ValueError) as exc:
+        if not clock.expired:
             raise MediaError(f"could not read {_short(url)}: {type(exc).__name__}: {exc}") from None
-    finally:
-        watchdog.cancel()
-    if time.monotonic() >= deadline:
+    if clock.expired:  # the socket was shut down: what arrived is a truncated body
         raise MediaError(f"{_short(url)} took longer than PRELABEL_MEDIA_TIMEOUT")
     return bytes(buffer)
 
 
 def _read_file(path: Path, max_bytes: int) -> bytes:
+    """Read a regular file; FIFOs, devices and sockets are refused without blocking on them."""
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise MediaError(f"{path} is {size} bytes, over PRELABEL_MEDIA_MAX_BYTES={max_bytes}")
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise MediaError(f"local file not found: {path}") from None
     except OSError as exc:
         raise MediaError(f"cannot read {path}: {exc}") from None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise MediaError(f"{path} is not a regular file")
+        if info.st_size > max_bytes:
+            raise MediaError(f"{path} is {info.st_size} bytes, over PRELABEL_MEDIA_MAX_BYTES={max_bytes}")
+        data = file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise MediaError(f"{path} is over PRELABEL_MEDIA_MAX_BYTES={max_bytes}")
+    return data
 
 
 def _data_uri(value: str, max_bytes: int) -> bytes:

@@ -1,8 +1,10 @@
 """Loaded models, shared by every project in the process and loaded in background threads.
 
 ``/setup`` must answer in under 3 s, so it only *starts* loading the models a project needs; ``/predict``
-waits for them. Equal ``ModelSpec``s share one adapter instance. Forward passes on one model are serialised
-(a lock per model), which bounds memory on a GPU and keeps gunicorn threads from oversubscribing the CPU.
+waits for them. Loads queue for a few loader threads (``PRELABEL_LOAD_WORKERS``); a model someone is waiting for
+(``/setup``, ``/predict``) goes ahead of background preloads, so the first retrieve after a restart never waits
+behind other projects' models. Equal ``ModelSpec``s share one adapter instance. Forward passes on one model are
+serialised (a lock per model), which bounds memory on a GPU and keeps gunicorn threads from oversubscribing the CPU.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ __all__ = ["ModelPool", "ModelUnavailable"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _RETRY_AFTER_S = 30.0
-# One load at a time per process: model libraries' lazy imports are not thread-safe, and parallel loads
-# would only compete for the same disk and memory.
-_LOAD_LOCK = threading.Lock()
+# A family's first load imports its model library; those lazy imports are not thread-safe, so they run one at a time.
+_IMPORT_LOCK = threading.Lock()
+_IMPORTED: set[str] = set()
 
 
 class ModelUnavailable(Exception):
@@ -44,6 +46,7 @@ class _Entry:
     adapter: Adapter | None = None
     error: Exception | None = None
     failed_at: float = 0.0
+    urgent: bool = False  # someone waits for it: load before background preloads
 
 
 class ModelPool:
@@ -52,36 +55,59 @@ class ModelPool:
     Args:
         embedding_cache_items: Image embeddings each promptable segmenter keeps (smart tools).
         embedding_cache_bytes: Bytes of image embeddings each promptable segmenter keeps.
+        load_workers: Models loading at once (each holds its load's peak memory).
     """
 
-    def __init__(self, embedding_cache_items: int = 32, embedding_cache_bytes: int = 2 << 30) -> None:
+    def __init__(
+        self, embedding_cache_items: int = 32, embedding_cache_bytes: int = 2 << 30, load_workers: int = 1
+    ) -> None:
         self._entries: dict[ModelSpec, _Entry] = {}
         self._lock = threading.Lock()
+        self._queued = threading.Condition(self._lock)
+        self._pending: list[_Entry] = []
         self._cache_bounds = (embedding_cache_items, embedding_cache_bytes)
+        for i in range(load_workers):
+            threading.Thread(target=self._loader, name=f"model-loader-{i}", daemon=True).start()
 
-    def preload(self, spec: ModelSpec) -> None:
-        """Start loading ``spec`` in the background unless it is loaded, loading, or failed just now."""
-        self._entry(spec)
+    def preload(self, spec: ModelSpec, *, urgent: bool = False) -> None:
+        """Queue ``spec`` for loading unless it is loaded, loading, or failed just now (returns at once).
 
-    def _entry(self, spec: ModelSpec) -> _Entry:
+        ``urgent`` (someone is about to use it) puts it ahead of background preloads.
+        """
+        self._entry(spec, urgent)
+
+    def _entry(self, spec: ModelSpec, urgent: bool) -> _Entry:
         with self._lock:
             entry = self._entries.get(spec)
-            if entry is not None and not (entry.error and time.monotonic() - entry.failed_at > _RETRY_AFTER_S):
-                return entry
-            entry = self._entries[spec] = _Entry(spec)
-        threading.Thread(target=self._load, args=(entry,), name=f"load-{spec.adapter}", daemon=True).start()
-        return entry
+            if entry is None or (entry.error and time.monotonic() - entry.failed_at > _RETRY_AFTER_S):
+                entry = self._entries[spec] = _Entry(spec)
+                self._pending.append(entry)
+            entry.urgent |= urgent
+            self._queued.notify()
+            return entry
+
+    def _loader(self) -> None:
+        while True:
+            with self._lock:
+                self._queued.wait_for(lambda: bool(self._pending))
+                entry = next((e for e in self._pending if e.urgent), self._pending[0])
+                self._pending.remove(entry)
+            self._load(entry)
 
     def _load(self, entry: _Entry) -> None:
         spec = entry.spec
         try:
-            with _LOAD_LOCK:
-                started = time.perf_counter()
-                adapter_cls, _ = resolve_adapter(spec.adapter)
-                adapter = adapter_cls(spec)
-                if isinstance(adapter, PromptableSegmenter):
-                    adapter.embeddings = EmbeddingCache(*self._cache_bounds)
+            started = time.perf_counter()
+            adapter_cls, _ = resolve_adapter(spec.adapter)
+            adapter = adapter_cls(spec)
+            if isinstance(adapter, PromptableSegmenter):
+                adapter.embeddings = EmbeddingCache(*self._cache_bounds)
+            if spec.adapter in _IMPORTED:
                 adapter.load()
+            else:
+                with _IMPORT_LOCK:
+                    adapter.load()
+                    _IMPORTED.add(spec.adapter)
             entry.adapter = adapter
             seconds = time.perf_counter() - started
             metrics.MODEL_LOAD_SECONDS.labels(spec.adapter, spec.model_id).observe(seconds)
@@ -99,7 +125,7 @@ class ModelPool:
         Raises:
             ModelUnavailable: Loading failed or did not finish in time.
         """
-        entry = self._entry(spec)
+        entry = self._entry(spec, urgent=True)
         if not entry.ready.wait(timeout):
             raise ModelUnavailable(f"{spec.adapter} ({spec.model_id}) is still loading; retry in a moment")
         if entry.error is not None:
@@ -108,12 +134,21 @@ class ModelPool:
         return entry.adapter
 
     def retain(self, specs: Iterable[ModelSpec]) -> list[ModelSpec]:
-        """Unload the loaded (or failed) models not in ``specs``, so settings changes do not pile up models."""
+        """Unload (or unqueue) the models not in ``specs``, so settings changes do not pile up models.
+
+        A model loading right now finishes loading and is dropped by a later call.
+        """
         keep = set(specs)
         with self._lock:
-            dropped = [spec for spec, e in self._entries.items() if spec not in keep and e.ready.is_set()]
+            dropped = [
+                spec
+                for spec, e in self._entries.items()
+                if spec not in keep and (e.ready.is_set() or e in self._pending)
+            ]
             for spec in dropped:
-                del self._entries[spec]
+                entry = self._entries.pop(spec)
+                if entry in self._pending:
+                    self._pending.remove(entry)
         for spec in dropped:
             log.info("unloaded %s (%s): no project uses it any more", spec.adapter, spec.model_id)
         return dropped
@@ -139,15 +174,19 @@ class ModelPool:
         return self.call(spec, lambda adapter: adapter(images, query), len(images))
 
     def status(self) -> list[dict[str, str]]:
-        """One line per model: spec and state (loading, ready, failed)."""
+        """One line per model: spec and state (queued, loading, ready, failed, with the reason)."""
         with self._lock:
-            entries = list(self._entries.values())
-        return [
-            {
-                "adapter": e.spec.adapter,
-                "model_id": e.spec.model_id,
-                "device": e.adapter.device if e.adapter else e.spec.device,
-                "state": "failed" if e.error else "ready" if e.ready.is_set() else "loading",
+            entries = [(e, e in self._pending) for e in self._entries.values()]
+        lines = []
+        for entry, queued in entries:
+            state = "failed" if entry.error else "ready" if entry.ready.is_set() else "queued" if queued else "loading"
+            line = {
+                "adapter": entry.spec.adapter,
+                "model_id": entry.spec.model_id,
+                "device": entry.adapter.device if entry.adapter else entry.spec.device,
+                "state": state,
             }
-            for e in entries
-        ]
+            if entry.error:
+                line["error"] = str(entry.error)
+            lines.append(line)
+        return lines

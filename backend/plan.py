@@ -276,7 +276,7 @@ def _build_plan(label_config: str, project_json: str, defaults_json: str, device
             plan = dataclasses.replace(plan, detector=detector)
         plans.append(plan)
     interactive = _plan_interactive(targets, project, defaults, device, dtype)
-    return Plan(tuple(plans), _model_version(plans, interactive), interactive)
+    return Plan(tuple(plans), _model_version(plans), interactive)
 
 
 def _plan_interactive(
@@ -326,6 +326,9 @@ def _plan_target(
     for key in LABEL_MAPS:
         project_layer.pop(key, None)
     merged = {"device": device, "dtype": dtype, **env_layer, **attr_layer, **project_layer}
+    for key in _LOAD_KEYS:
+        if key in merged and not isinstance(merged[key], str):
+            raise ProjectSettingsError(f'{where}: {key} must be a string like "owlv2", got {merged[key]!r}')
     model = merged.pop("model", DEFAULT_MODELS[section])
     try:
         adapter, default_id = resolve_adapter(model)
@@ -397,17 +400,16 @@ def _number(raw: str, attr: str) -> float:
         raise ProjectSettingsError(f'{attr} must be a number like "0.3", got {raw!r}') from None
 
 
-def _model_version(plans: list[TargetPlan], interactive: tuple[InteractivePlan, ...]) -> str:
-    """Stable across processes: adapter names plus a hash of what changes the answers (not the device)."""
-    described = [_describe(p) for p in plans] + [
-        {"interactive": i.output.control, "adapter": i.spec.adapter, "model_id": i.spec.model_id,
-         "params": dataclasses.asdict(i.params), "post": dataclasses.asdict(i.post)}
-        for i in interactive
-    ]  # fmt: skip
+def _model_version(plans: list[TargetPlan]) -> str:
+    """Stable across processes: adapter names plus a hash of what changes batch predictions (not the device).
+
+    The interactive model is left out: its answers are never stored, so changing it must not make Label Studio
+    predict every task again.
+    """
+    described = [_describe(p) for p in plans]
     if not described:
         return "prelabel-none"
     adapters = {p.spec.adapter for p in plans} | {p.detector.spec.adapter for p in plans if p.detector}
-    adapters |= {i.spec.adapter for i in interactive}
     digest = hashlib.sha256(_canonical(described).encode()).hexdigest()[:10]
     return f"{'+'.join(sorted(adapters))}-{digest}"
 

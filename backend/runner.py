@@ -1,9 +1,13 @@
-"""Tasks + plan -> one Label Studio prediction per task, in order.
+"""Tasks + plan -> one Label Studio answer per task, in order.
 
-The flow is one-way: fetch each task's images (in parallel, one chunk ahead of the models), send them to each
-target's model in batches of the adapter's ``max_batch_size``, turn the answers into regions, and assemble one
-entry per task. A task whose image fails, or whose batch fails, gets an empty result and a log line naming
-it; the other tasks are still predicted.
+The flow is one-way: fetch each task's images (in parallel, one chunk ahead of the models, decoded no larger than
+the models need), send them to each target's model in batches of the adapter's ``max_batch_size``, map the answers
+back to the original image, turn them into regions, and assemble one entry per task.
+
+A task that could not be predicted (its image failed, its batch failed, or the request ran out of time or lost its
+client) is answered with an empty list: zero predictions, which Label Studio stores nothing for, so the next
+retrieve sends the task again. An empty ``result`` would be stored as that version's final prediction and the task
+never retried. The reasons are returned for the log and the status page.
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 import supervision as sv
 
@@ -24,9 +30,9 @@ from backend import metrics
 from backend.classification import choice_regions
 from backend.detection import detection_regions, finish_detections
 from backend.encode import task_score
-from backend.errors import BadRequest, MediaError
+from backend.errors import BadRequest, CredentialsRefused, MediaError
 from backend.ls_client import LabelStudioClient
-from backend.media import MediaFetcher
+from backend.media import FetchedImage, MediaFetcher, ScaleRule
 from backend.models import ModelPool
 from backend.plan import Plan, TargetPlan
 from backend.prompts import ExampleRef
@@ -34,14 +40,61 @@ from backend.segmentation import finish_masks, mask_regions
 from model_adapters.base import ExamplePrompt, Query, Task
 from model_adapters.segmentation import Click, MaskPrompt
 
-__all__ = ["Runner"]
+__all__ = ["Outcome", "RequestBudget", "Runner"]
 
 log = logging.getLogger(__name__)
 
-# Tasks whose images are held in memory at once (and fetched while the previous chunk is on the model).
+# Most tasks whose images are held in memory at once (and fetched while the previous chunk is on the model).
 CHUNK_TASKS = 16
+# The first chunk is small, so the time per task is known before a large chunk could overrun the budget.
+FIRST_CHUNK_TASKS = 4
 # Example images (few-shot prompts from the settings) kept decoded between requests.
 EXAMPLE_IMAGES_KEPT = 32
+
+
+@dataclass
+class RequestBudget:
+    """When a request should stop predicting: its time is up, or its client has gone.
+
+    Attributes:
+        seconds: Time the request may spend predicting (Label Studio gives ``/predict`` 100 s, then abandons it).
+        client_gone: Whether the caller has hung up (checked between chunks).
+    """
+
+    seconds: float = float("inf")
+    client_gone: Callable[[], bool] = lambda: False
+    started: float = field(default_factory=time.monotonic)
+
+    def elapsed(self) -> float:
+        """Seconds since the request started."""
+        return time.monotonic() - self.started
+
+    def stop_reason(self, next_tasks: int, seconds_per_task: float) -> str | None:
+        """Why the next ``next_tasks`` should not start, if they should not."""
+        if self.client_gone():
+            return "the client hung up (Label Studio stops waiting after ML_TIMEOUT_PREDICT)"
+        if self.elapsed() + next_tasks * seconds_per_task > self.seconds:
+            return f"the request's time budget (PRELABEL_PREDICT_BUDGET={self.seconds:g} s) ran out"
+        return None
+
+
+@dataclass
+class Outcome:
+    """What ``Runner.predict`` answers: one entry per task, and why the others got none.
+
+    Attributes:
+        entries: Per task, a prediction ``{"result", "score", "model_version"}`` or ``[]`` (no prediction).
+        failed: Task id -> reasons, for tasks whose prediction failed.
+        unreached: Ids of tasks not started before the request stopped.
+        stop_reason: Why it stopped early, if it did.
+        credentials_refused: Image fetches for which Label Studio refused prelabel's credentials.
+    """
+
+    entries: list[Any]
+    failed: dict[int | None, list[str]] = field(default_factory=dict)
+    unreached: list[int | None] = field(default_factory=list)
+    stop_reason: str | None = None
+    credentials_refused: int = 0
 
 
 @dataclass
@@ -51,6 +104,7 @@ class _TaskState:
     data: dict[str, Any]
     regions: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    reached: bool = False
 
 
 class Runner:
@@ -71,29 +125,56 @@ class Runner:
         self._example_images: OrderedDict[str, np.ndarray] = OrderedDict()
         self._examples_lock = threading.Lock()
 
-    def predict(self, tasks: Sequence[Any], plan: Plan, ls: LabelStudioClient | None) -> list[dict[str, Any]]:
-        """Predict every task; the answer has one ``{"result", "score", "model_version"}`` entry per task.
+    def predict(
+        self,
+        tasks: Sequence[Any],
+        plan: Plan,
+        ls: LabelStudioClient | None,
+        budget: RequestBudget | None = None,
+    ) -> Outcome:
+        """Predict every task the budget allows (see the module docstring for what the others get).
 
         Raises:
             BadRequest: A task is not an object with a ``data`` object.
             ModelUnavailable: A model the plan needs failed to load or is still loading.
         """
+        budget = budget or RequestBudget()
         states = [_task_state(task, i) for i, task in enumerate(tasks)]
         for spec in plan.batch_specs():
             self.pool.get(spec, self.model_wait)
-        for chunk, images in self._prefetched(states, plan, ls):
+        scales = self._scale_rules(plan)
+        outcome = Outcome(entries=[])
+        for chunk, images in self._prefetched(states, plan, ls, scales, budget, outcome):
             shared: dict[Any, dict[int, sv.Detections]] = {}
             for target in plan.targets:
                 self._run_target(target, chunk, images, ls, shared)
-        entries = []
         for state in states:
-            if state.errors:
-                log.warning("task %s: %s", state.task_id, "; ".join(state.errors))
-            metrics.TASKS.labels("failed" if state.errors else "predicted").inc()
-            entries.append(
-                {"result": state.regions, "score": task_score(state.regions), "model_version": plan.model_version}
-            )
-        return entries
+            if not state.reached:
+                outcome.unreached.append(state.task_id)
+                outcome.entries.append([])
+            elif state.errors:
+                metrics.TASKS.labels("failed").inc()
+                outcome.failed[state.task_id] = state.errors
+                outcome.entries.append([])
+            else:
+                metrics.TASKS.labels("predicted").inc()
+                score = task_score(state.regions)
+                outcome.entries.append({"result": state.regions, "score": score, "model_version": plan.model_version})
+        if outcome.unreached:
+            metrics.TASKS.labels("unreached").inc(len(outcome.unreached))
+        return outcome
+
+    def _scale_rules(self, plan: Plan) -> dict[str, ScaleRule | None]:
+        """Per image key, how far its image may be shrunk: the least any model reading it shrinks it by itself."""
+        readers: dict[str, list[Any]] = {}
+        for target in plan.targets:
+            specs = [target.spec] + ([target.detector.spec] if target.detector else [])
+            readers.setdefault(target.target.value_key, []).extend(self.pool.get(s, self.model_wait) for s in specs)
+        rules: dict[str, ScaleRule | None] = {}
+        for key, adapters in readers.items():
+            resize = [a.resize_rule for a in adapters]
+            rules[key] = None if None in resize else (lambda w, h, rs=resize: max(r.scale(w, h) for r in rs))
+        return rules
 
     def interactive(
         self, tasks: Sequence[Any], context: dict[str, Any], plan: Plan, ls: LabelStudioClient | None
@@ -114,6 +195,9 @@ class Runner:
         regions = context.get("result")
         if not isinstance(regions, list) or not all(isinstance(r, dict) for r in regions):
             raise BadRequest("params.context.result must be a list of regions")
+        for i, region in enumerate(regions):
+            if not isinstance(region.get("from_name"), str):
+                raise BadRequest(f"params.context.result[{i}].from_name must be the name of a smart control")
         controls = {r.get("from_name") for r in regions}
         route = next((i for i in plan.interactive if controls & set(i.prompt_controls)), None)
         answer = {"result": [], "score": 0.0, "model_version": plan.model_version}
@@ -128,7 +212,7 @@ class Runner:
         value = state.data.get(output.value_key)
         self.pool.get(route.spec, self.model_wait)
         try:
-            image = self.fetcher.load(value, task_id=state.task_id, ls=ls)
+            image = self.fetcher.load(value, task_id=state.task_id, ls=ls).pixels
         except MediaError as exc:
             metrics.ERRORS.labels("media").inc()
             log.warning("task %s: image %r: %s", state.task_id, output.value_key, exc)
@@ -157,36 +241,72 @@ class Runner:
         return [{"result": result, "score": task_score(result), "model_version": plan.model_version}]
 
     def _prefetched(
-        self, states: list[_TaskState], plan: Plan, ls: LabelStudioClient | None
-    ) -> Iterator[tuple[list[_TaskState], dict[tuple[int, str], np.ndarray]]]:
-        """Yield chunks of tasks with their decoded images, fetching the next chunk meanwhile."""
+        self,
+        states: list[_TaskState],
+        plan: Plan,
+        ls: LabelStudioClient | None,
+        scales: dict[str, ScaleRule | None],
+        budget: RequestBudget,
+        outcome: Outcome,
+    ) -> Iterator[tuple[list[_TaskState], dict[tuple[int, str], FetchedImage]]]:
+        """Yield chunks of tasks with their decoded images, fetching the next chunk meanwhile.
+
+        Chunks are sized by the time per task seen so far, so the request stops within its budget.
+        """
         keys = sorted({t.target.value_key for t in plan.targets})
-        chunks = [states[i : i + CHUNK_TASKS] for i in range(0, len(states), CHUNK_TASKS)]
-        pending = [self._fetch(chunk, keys, ls) for chunk in chunks[:1]]
-        for i, chunk in enumerate(chunks):
-            if i + 1 < len(chunks):
-                pending.append(self._fetch(chunks[i + 1], keys, ls))
-            futures = pending.pop(0)
+        queue: list[tuple[list[_TaskState], dict[tuple[int, str], Future[FetchedImage]]]] = []
+        submitted, processed, size, per_task = 0, 0, FIRST_CHUNK_TASKS, 0.0
+        while True:
+            while submitted < len(states) and len(queue) < 2:  # one chunk on the model, the next one fetching
+                chunk = states[submitted : submitted + size]
+                in_flight = sum(len(c) for c, _ in queue) + len(chunk)
+                outcome.stop_reason = budget.stop_reason(in_flight, per_task)
+                if outcome.stop_reason:
+                    log.warning("stopped after %d of %d tasks: %s", processed, len(states), outcome.stop_reason)
+                    submitted = len(states)
+                    break
+                queue.append((chunk, self._fetch(chunk, keys, ls, scales)))
+                submitted += len(chunk)
+            if not queue:
+                return
+            if budget.client_gone():
+                outcome.stop_reason = budget.stop_reason(0, 0.0)
+                log.warning("stopped after %d of %d tasks: %s", processed, len(states), outcome.stop_reason)
+                for _, futures in queue:
+                    for future in futures.values():
+                        future.cancel()
+                return
+            chunk, futures = queue.pop(0)
             images = {}
             for (index, key), future in futures.items():
                 try:
                     images[(index, key)] = future.result()
                 except MediaError as exc:
                     metrics.ERRORS.labels("media").inc()
+                    outcome.credentials_refused += isinstance(exc, CredentialsRefused)
                     states[index].errors.append(f"image {key!r}: {exc}")
+            for state in chunk:
+                state.reached = True
             yield chunk, images
+            processed += len(chunk)
+            per_task = budget.elapsed() / processed
+            size = min(CHUNK_TASKS, size * 2)
 
     def _fetch(
-        self, chunk: list[_TaskState], keys: list[str], ls: LabelStudioClient | None
-    ) -> dict[tuple[int, str], Future[np.ndarray]]:
-        futures: dict[tuple[int, str], Future[np.ndarray]] = {}
+        self,
+        chunk: list[_TaskState],
+        keys: list[str],
+        ls: LabelStudioClient | None,
+        scales: dict[str, ScaleRule | None],
+    ) -> dict[tuple[int, str], Future[FetchedImage]]:
+        futures: dict[tuple[int, str], Future[FetchedImage]] = {}
         for state in chunk:
             for key in keys:
                 if key not in state.data:
                     state.errors.append(f"task data has no {key!r} (the config reads ${key})")
                     continue
                 futures[(state.index, key)] = self.executor.submit(
-                    self.fetcher.load, state.data[key], task_id=state.task_id, ls=ls
+                    self.fetcher.load, state.data[key], task_id=state.task_id, ls=ls, scale=scales.get(key)
                 )
         return futures
 
@@ -194,7 +314,7 @@ class Runner:
         self,
         target: TargetPlan,
         chunk: list[_TaskState],
-        images: dict[tuple[int, str], np.ndarray],
+        images: dict[tuple[int, str], FetchedImage],
         ls: LabelStudioClient | None,
         shared: dict[Any, dict[int, sv.Detections]],
     ) -> None:
@@ -205,35 +325,33 @@ class Runner:
             boxes = self._answers(target.detector, ready, ls, shared)
             for state, image in ready:
                 if state.index in boxes:
-                    wh = (image.shape[1], image.shape[0])
-                    self._segment_boxes(
-                        target, state, image, finish_detections(boxes[state.index], target.detector, wh)
-                    )
+                    found = finish_detections(boxes[state.index], target.detector, image.size_wh)
+                    self._segment_boxes(target, state, image, found)
             return
         answers = self._answers(target, ready, ls, shared)
         for state, image in ready:
             answer = answers.get(state.index)
             if answer is None:
                 continue
-            wh = (image.shape[1], image.shape[0])
             if target.target.task is Task.DETECTION:
-                state.regions.extend(detection_regions(answer, target, wh))
+                state.regions.extend(detection_regions(answer, target, image.size_wh))
             elif target.target.task is Task.CLASSIFICATION:
                 state.regions.extend(choice_regions(answer, target))
             else:
                 masks = finish_masks(answer, target, prompt_ids=True)
-                state.regions.extend(mask_regions(masks, target.target, target.post, wh))
+                state.regions.extend(mask_regions(masks, target.target, target.post, image.size_wh))
 
     def _answers(
         self,
         target: TargetPlan,
-        ready: list[tuple[_TaskState, np.ndarray]],
+        ready: list[tuple[_TaskState, FetchedImage]],
         ls: LabelStudioClient | None,
         shared: dict[Any, dict[int, sv.Detections]],
     ) -> dict[int, sv.Detections]:
-        """The model's raw answer per task, in batches; targets asking the same question share one pass.
+        """The model's answer per task, in batches, in original-image pixels.
 
-        A failed batch (or example image) is recorded on its tasks, which get no answer.
+        Targets asking the same question share one pass. A failed batch (or example image) is recorded on its tasks,
+        which get no answer.
         """
         key = (target.spec, repr(target.params), target.prompts, target.examples, target.target.value_key)
         if key in shared:
@@ -251,26 +369,30 @@ class Runner:
         for start in range(0, len(ready), adapter.max_batch_size):
             batch = ready[start : start + adapter.max_batch_size]
             try:
-                results = self.pool.run(target.spec, [image for _, image in batch], query)
+                results = self.pool.run(target.spec, [image.pixels for _, image in batch], query)
             except Exception as exc:
                 self._failed(target.spec.adapter, [state for state, _ in batch], exc)
                 continue
-            answers.update({state.index: answer for (state, _), answer in zip(batch, results, strict=True)})
+            for (state, image), answer in zip(batch, results, strict=True):
+                answers[state.index] = _to_original(answer, image)
         return answers
 
-    def _segment_boxes(self, target: TargetPlan, state: _TaskState, image: np.ndarray, boxes: sv.Detections) -> None:
+    def _segment_boxes(self, target: TargetPlan, state: _TaskState, image: FetchedImage, boxes: sv.Detections) -> None:
         """Grounded segmentation: one decoder call for all of an image's boxes; the boxes keep label and score."""
         if len(boxes) == 0:
             return
-        prompt = MaskPrompt(boxes=tuple((float(a), float(b), float(c), float(d)) for a, b, c, d in boxes.xyxy))
+        sx, sy = image.scale_xy
+        prompt = MaskPrompt(boxes=tuple((a / sx, b / sy, c / sx, d / sy) for a, b, c, d in boxes.xyxy.tolist()))
         try:
-            masks = self.pool.call(target.spec, lambda adapter: adapter.segment(image, prompt, params=target.params), 1)
+            masks = self.pool.call(
+                target.spec, lambda adapter: adapter.segment(image.pixels, prompt, params=target.params), 1
+            )
         except Exception as exc:
             self._failed(target.spec.adapter, [state], exc)
             return
         labelled = sv.Detections(xyxy=masks.xyxy, mask=masks.mask, confidence=boxes.confidence, class_id=boxes.class_id)
-        finished = finish_masks(labelled, target, prompt_ids=False)
-        state.regions.extend(mask_regions(finished, target.target, target.post, (image.shape[1], image.shape[0])))
+        finished = finish_masks(_to_original(labelled, image), target, prompt_ids=False)
+        state.regions.extend(mask_regions(finished, target.target, target.post, image.size_wh))
 
     @staticmethod
     def _failed(adapter: str, states: list[_TaskState], exc: Exception) -> None:
@@ -285,7 +407,7 @@ class Runner:
         with self._examples_lock:
             image = self._example_images.get(source)
         if image is None:
-            image = self.fetcher.load(example.image, task_id=None, ls=ls)
+            image = self.fetcher.load(example.image, task_id=None, ls=ls).pixels
             with self._examples_lock:
                 self._example_images[source] = image
                 while len(self._example_images) > EXAMPLE_IMAGES_KEPT:
@@ -294,6 +416,30 @@ class Runner:
         x, y, w, h = example.rect
         box = (x * width / 100, y * height / 100, (x + w) * width / 100, (y + h) * height / 100)
         return ExamplePrompt(image, box, key=f"{source}#{example.rect}")
+
+
+def _to_original(answer: sv.Detections, image: FetchedImage) -> sv.Detections:
+    """An answer on ``image.pixels`` in the coordinates of the original image (boxes scaled, masks resized)."""
+    sx, sy = image.scale_xy
+    if (sx, sy) == (1.0, 1.0) or len(answer) == 0:
+        return answer
+    width, height = image.size_wh
+    mask = None
+    if answer.mask is not None:
+        mask = (
+            np.stack(
+                [cv2.resize(m.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) for m in answer.mask]
+            )
+            > 0
+        )
+    return sv.Detections(
+        xyxy=(answer.xyxy * np.array([sx, sy, sx, sy])).astype(np.float32),
+        mask=mask,
+        confidence=answer.confidence,
+        class_id=answer.class_id,
+        data=answer.data,
+        metadata=answer.metadata,
+    )
 
 
 @dataclass(frozen=True)

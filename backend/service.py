@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-
-import requests
-from requests.adapters import HTTPAdapter
 
 from backend.errors import BadRequest
 from backend.ls_client import LabelStudioClient
 from backend.media import MediaFetcher
 from backend.models import ModelPool
 from backend.plan import Plan, build_plan, check_server_defaults, parse_extra_params
-from backend.runner import Runner
+from backend.runner import Outcome, RequestBudget, Runner
 from backend.settings import ServerSettings
 from backend.store import ProjectRecord, ProjectStore
 from model_adapters.base import ModelSpec
@@ -36,13 +34,11 @@ class PrelabelService:
         check_server_defaults(settings.defaults)
         self.settings = settings
         self.store = ProjectStore(settings.model_dir)
-        self.pool = ModelPool(settings.embedding_cache_items, settings.embedding_cache_mb << 20)
-        session = requests.Session()
-        session.mount("http://", HTTPAdapter(pool_maxsize=settings.media_workers))
-        session.mount("https://", HTTPAdapter(pool_maxsize=settings.media_workers))
-        session.headers["User-Agent"] = "prelabel"
-        self.session = session
-        self.fetcher = MediaFetcher(settings, session)
+        self.pool = ModelPool(
+            settings.embedding_cache_items, settings.embedding_cache_mb << 20, load_workers=settings.load_workers
+        )
+        self.fetcher = MediaFetcher(settings)
+        self.session = self.fetcher.session
         self.executor = ThreadPoolExecutor(settings.media_workers, thread_name_prefix="media")
         self.runner = Runner(self.pool, self.fetcher, self.executor, settings.model_wait)
 
@@ -61,11 +57,15 @@ class PrelabelService:
             LabelConfigError: The config cannot be parsed.
             ProjectSettingsError: ``extra_params`` is invalid; the message names the key.
         """
-        params = parse_extra_params(extra_params)
-        plan = self.plan(label_config, params)
+        try:
+            params = parse_extra_params(extra_params)
+            plan = self.plan(label_config, params)
+        except BadRequest as exc:
+            self.store.record_event("setup", f"/setup refused: {exc}", project=project)
+            raise
         self.store.save(ProjectRecord(project, label_config, params, hostname, access_token, plan.model_version))
         self.pool.retain(self._specs_in_use())
-        self.preload(plan)
+        self.preload(plan, urgent=True)
         return plan.model_version
 
     def _specs_in_use(self) -> set[ModelSpec]:
@@ -78,16 +78,19 @@ class PrelabelService:
                 continue
         return specs
 
-    def preload(self, plan: Plan) -> None:
-        """Start loading every model of a plan (returns at once)."""
+    def preload(self, plan: Plan, *, urgent: bool = False) -> None:
+        """Queue every model of a plan for loading (returns at once); ``urgent`` goes ahead of background preloads."""
         for spec in plan.specs():
-            self.pool.preload(spec)
+            self.pool.preload(spec, urgent=urgent)
 
-    def preload_known_projects(self) -> None:
-        """At worker start: load the models of projects already set up, so the first predict is fast."""
+    def preload_recent_projects(self) -> None:
+        """At worker start: queue the models of the most recently set-up projects (``PRELABEL_PRELOAD`` of them).
+
+        They load behind anything a request waits for, so a retrieve on another project is not held up.
+        """
 
         def run() -> None:
-            for record in self.store.all():
+            for record in self.store.all()[: self.settings.preload_projects]:
                 try:
                     self.preload(self.plan(record.label_config, record.extra_params))
                 except BadRequest as exc:
@@ -96,9 +99,14 @@ class PrelabelService:
         threading.Thread(target=run, name="preload", daemon=True).start()
 
     def predict(
-        self, tasks: list[Any], project: str | None, label_config: str | None, context: Any
-    ) -> list[dict[str, Any]]:
-        """Predict tasks with the project's plan; one entry per task, in order.
+        self,
+        tasks: list[Any],
+        project: str | None,
+        label_config: str | None,
+        context: Any,
+        client_gone: Callable[[], bool] = lambda: False,
+    ) -> list[Any]:
+        """Predict tasks with the project's plan; one entry per task, in order (``[]`` for a task not predicted).
 
         Raises:
             BadRequest: No label config in the request nor stored for the project, or malformed tasks.
@@ -111,7 +119,33 @@ class PrelabelService:
         plan = self.plan(config, record.extra_params if record else {})
         if isinstance(context, dict) and context.get("result"):
             return self.runner.interactive(tasks, context, plan, self.label_studio(record))
-        return self.runner.predict(tasks, plan, self.label_studio(record))
+        budget = RequestBudget(self.settings.predict_budget, client_gone)
+        outcome = self.runner.predict(tasks, plan, self.label_studio(record), budget)
+        self._report(outcome, project)
+        return outcome.entries
+
+    def _report(self, outcome: Outcome, project: str | None) -> None:
+        """Log and record (for the status page) the tasks a request could not predict, and why."""
+        if outcome.failed:
+            lines = [f"task {task}: {'; '.join(reasons)}" for task, reasons in outcome.failed.items()]
+            for line in lines:
+                log.warning("%s (no prediction: the next retrieve sends it again; see the status page at /)", line)
+            self.store.record_event("task", "\n".join(lines[:20]), project=project, count=len(lines))
+        if outcome.credentials_refused:
+            self.store.record_event(
+                "auth",
+                "Label Studio refused prelabel's credentials when fetching images: set LABEL_STUDIO_URL and "
+                "LABEL_STUDIO_API_KEY (a Personal Access Token from Account & Settings)",
+                project=project,
+                count=outcome.credentials_refused,
+            )
+        if outcome.unreached:
+            message = (
+                f"{len(outcome.unreached)} of {len(outcome.entries)} tasks not started: {outcome.stop_reason}; "
+                "they get no prediction now and are sent again by the next retrieve"
+            )
+            log.warning("project %s: %s", project, message)
+            self.store.record_event("stopped", message, project=project, count=len(outcome.unreached))
 
     def label_studio(self, record: ProjectRecord | None) -> LabelStudioClient | None:
         """Client for the project's Label Studio: the env URL, else the ``hostname`` ``/setup`` was told.
@@ -123,7 +157,11 @@ class PrelabelService:
         if not url:
             return None
         token = self.settings.label_studio_api_key or (record.access_token if record else None)
-        return LabelStudioClient(url, token, self.session, timeout=self.settings.media_timeout)
+        try:
+            return LabelStudioClient(url, token, self.session, timeout=self.settings.media_timeout)
+        except ValueError as exc:  # a stored hostname from before /setup checked them
+            log.warning("Label Studio URL %r is unusable: %s", url, exc)
+            return None
 
     def webhook(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Acknowledge a Label Studio event. prelabel does not train yet, and says so."""

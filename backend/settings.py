@@ -38,10 +38,16 @@ class ServerSettings:
     media_max_pixels: int = 120_000_000
     media_allowed_hosts: frozenset[str] = frozenset()
     media_workers: int = 8
+    decode_budget_pixels: int = 256_000_000
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_tasks: int = 10_000
+    max_config_bytes: int = 1024 * 1024
+    predict_budget: float = 85.0
     device: str = "auto"
     dtype: str = "auto"
     defaults: Mapping[str, Any] = field(default_factory=dict)
-    preload: bool = True
+    preload_projects: int = 3
+    load_workers: int = 1
     model_wait: float = 90.0
     embedding_cache_items: int = 32
     embedding_cache_mb: int = 2048
@@ -68,11 +74,14 @@ class ServerSettings:
                 raise SettingsError(f"{name} must be positive, got {raw!r}")
             return value
 
-        def flag(name: str, default: bool) -> bool:
+        def count(name: str, default: int) -> int:
+            """A non-negative whole number; ``true``/``false`` read as the default/0 (older boolean settings)."""
             raw = (get(name) or str(default)).lower()
-            if raw not in ("1", "0", "true", "false", "yes", "no"):
-                raise SettingsError(f"{name} must be true or false, got {raw!r}")
-            return raw in ("1", "true", "yes")
+            if raw in ("true", "yes", "false", "no"):
+                return default if raw in ("true", "yes") else 0
+            if not raw.isdigit():
+                raise SettingsError(f"{name} must be a whole number like {default}, got {raw!r}")
+            return int(raw)
 
         defaults_raw = get("PRELABEL_DEFAULTS")
         try:
@@ -114,10 +123,16 @@ class ServerSettings:
             media_max_pixels=number("PRELABEL_MEDIA_MAX_PIXELS", int, cls.media_max_pixels),
             media_allowed_hosts=hosts,
             media_workers=number("PRELABEL_MEDIA_WORKERS", int, cls.media_workers),
+            decode_budget_pixels=number("PRELABEL_DECODE_BUDGET_MPX", int, cls.decode_budget_pixels // 10**6) * 10**6,
+            max_body_bytes=number("PRELABEL_MAX_BODY_MB", int, cls.max_body_bytes >> 20) << 20,
+            max_tasks=number("PRELABEL_MAX_TASKS", int, cls.max_tasks),
+            max_config_bytes=number("PRELABEL_MAX_CONFIG_KB", int, cls.max_config_bytes >> 10) << 10,
+            predict_budget=number("PRELABEL_PREDICT_BUDGET", float, cls.predict_budget),
             device=get("PRELABEL_DEVICE") or cls.device,
             dtype=get("PRELABEL_DTYPE") or cls.dtype,
             defaults=defaults,
-            preload=flag("PRELABEL_PRELOAD", cls.preload),
+            preload_projects=count("PRELABEL_PRELOAD", cls.preload_projects),
+            load_workers=number("PRELABEL_LOAD_WORKERS", int, cls.load_workers),
             model_wait=number("PRELABEL_MODEL_WAIT", float, cls.model_wait),
             embedding_cache_items=number("PRELABEL_EMBEDDING_CACHE_ITEMS", int, cls.embedding_cache_items),
             embedding_cache_mb=number("PRELABEL_EMBEDDING_CACHE_MB", int, cls.embedding_cache_mb),

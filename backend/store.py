@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ProjectRecord", "ProjectStore", "project_id"]
+__all__ = ["Event", "ProjectRecord", "ProjectStore", "project_id"]
+
+EVENTS_KEPT = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -29,6 +31,14 @@ CREATE TABLE IF NOT EXISTS projects (
     access_token TEXT,
     model_version TEXT NOT NULL,
     updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (    -- what went wrong, for the status page (Label Studio hides backend errors)
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    project TEXT,
+    kind TEXT NOT NULL,                -- setup, task, auth, stopped, webhook
+    message TEXT NOT NULL,
+    count INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS versions (
     project TEXT NOT NULL,
@@ -57,6 +67,17 @@ class ProjectRecord:
     hostname: str | None
     access_token: str | None
     model_version: str
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something a user should see on the status page: a refused setup, tasks not predicted, refused credentials."""
+
+    at: float
+    project: str | None
+    kind: str
+    message: str
+    count: int
 
 
 class ProjectStore:
@@ -121,3 +142,22 @@ class ProjectStore:
                     (project, f"{project}.%"),
                 ).fetchall()
         return list(dict.fromkeys(v for (v,) in rows))
+
+    def record_event(self, kind: str, message: str, *, project: str | None = None, count: int = 1) -> None:
+        """Remember an event for the status page; only the newest ``EVENTS_KEPT`` are kept."""
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO events (at, project, kind, message, count) VALUES (?, ?, ?, ?, ?)",
+                (time.time(), project, kind, message, count),
+            )
+            db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (EVENTS_KEPT,))
+
+    def events(self, limit: int = 100, kinds: tuple[str, ...] = ()) -> list[Event]:
+        """The newest events first, optionally only of some kinds."""
+        where = f"WHERE kind IN ({','.join('?' * len(kinds))})" if kinds else ""
+        with self._connect() as db:
+            rows = db.execute(
+                f"SELECT at, project, kind, message, count FROM events {where} ORDER BY id DESC LIMIT ?",
+                (*kinds, limit),
+            ).fetchall()
+        return [Event(*row) for row in rows]

@@ -34,6 +34,7 @@ __all__ = [
     "ExamplePrompt",
     "ModelSpec",
     "Query",
+    "ResizeRule",
     "SettingsError",
     "Task",
     "make_params",
@@ -77,6 +78,29 @@ class ModelSpec:
     model_id: str
     device: str = "auto"
     dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class ResizeRule:
+    """How an adapter's preprocessing resizes an image, so the server can decode it no larger than that.
+
+    Attributes:
+        shortest: The shorter side becomes this many pixels (``shortest_edge``; for a fixed output size, its larger
+            side, which never asks for less detail than the model sees along either axis).
+        longest: The longer side is capped at this many pixels (``longest_edge``).
+    """
+
+    shortest: int | None = None
+    longest: int | None = None
+
+    def scale(self, width: int, height: int) -> float:
+        """The factor preprocessing shrinks a ``width`` × ``height`` image by (above 1 when it enlarges it)."""
+        factors = []
+        if self.shortest:
+            factors.append(self.shortest / min(width, height))
+        if self.longest:
+            factors.append(self.longest / max(width, height))
+        return min(factors) if factors else 1.0
 
 
 P = TypeVar("P")
@@ -130,6 +154,8 @@ class Adapter(ABC, Generic[P]):
         self.spec = spec
         self.device = "cpu"
         self.dtype: Any = None
+        # Set by ``load`` when preprocessing shrinks images anyway; ``None`` means the model needs full resolution.
+        self.resize_rule: ResizeRule | None = None
 
     @abstractmethod
     def load(self) -> None:

@@ -6,9 +6,16 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from model_adapters.base import Adapter, AdapterLoadError, ModelSpec
+from model_adapters.base import Adapter, AdapterLoadError, ModelSpec, ResizeRule, Task
 
-__all__ = ["from_pretrained", "load_transformers_model", "resolve_device", "resolve_dtype", "to_device"]
+__all__ = [
+    "from_pretrained",
+    "load_transformers_model",
+    "resize_rule_of",
+    "resolve_device",
+    "resolve_dtype",
+    "to_device",
+]
 
 _DTYPES = ("float32", "float16", "bfloat16")
 
@@ -88,7 +95,8 @@ def load_transformers_model(adapter: Adapter, model_class: str, model_types: Seq
     family fail with a message naming both, not deep inside ``load_state_dict``.
 
     Returns:
-        ``(processor, model)``; ``adapter.device`` and ``adapter.dtype`` are set.
+        ``(processor, model)``; ``adapter.device``, ``adapter.dtype`` and, for detectors and classifiers (whose
+        answers do not keep the input's resolution), ``adapter.resize_rule`` are set.
     """
     import transformers
 
@@ -103,4 +111,23 @@ def load_transformers_model(adapter: Adapter, model_class: str, model_types: Seq
     processor = from_pretrained(transformers.AutoProcessor.from_pretrained, adapter.spec)
     loader = getattr(transformers, model_class).from_pretrained
     model = from_pretrained(loader, adapter.spec, config=config, dtype=adapter.dtype)
+    if adapter.task is not Task.SEGMENTATION:
+        adapter.resize_rule = resize_rule_of(getattr(processor, "image_processor", None))
     return processor, model.to(adapter.device).eval()
+
+
+def resize_rule_of(image_processor: Any) -> ResizeRule | None:
+    """The resize a transformers image processor applies, from its ``size`` (``None`` when it does not resize)."""
+    size = getattr(image_processor, "size", None)
+    if size is None or not getattr(image_processor, "do_resize", True):
+        return None
+
+    def edge(key: str) -> int | None:
+        value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+        return int(value) if value else None
+
+    height, width = edge("height"), edge("width")
+    if height and width:
+        return ResizeRule(shortest=max(height, width))
+    shortest, longest = edge("shortest_edge"), edge("longest_edge")
+    return ResizeRule(shortest, longest) if shortest or longest else None

@@ -21,7 +21,7 @@ from tests.helpers import RECT_CONFIG, data_uri, make_task
 
 
 def make_client(tmp_path: Path, **settings: Any) -> FlaskClient:
-    return create_app(ServerSettings(model_dir=tmp_path, preload=False, **settings)).test_client()
+    return create_app(ServerSettings(model_dir=tmp_path, preload_projects=0, **settings)).test_client()
 
 
 @pytest.fixture
@@ -39,10 +39,12 @@ def predict_body(tasks: list[dict], project: str = "3.1700000000", context: Any 
             "params": {"login": None, "password": None, "context": context}}  # fmt: skip
 
 
-def test_health_and_root(client: FlaskClient) -> None:
-    for path in ("/", "/health"):
-        body = client.get(path).json
-        assert body["status"] == "UP" and body["model_class"] == "prelabel"
+def test_health_is_json_and_the_root_is_a_status_page(client: FlaskClient) -> None:
+    body = client.get("/health").json
+    assert body["status"] == "UP" and body["model_class"] == "prelabel"
+    page = client.get("/")
+    assert page.status_code == 200 and page.content_type.startswith("text/html")
+    assert "prelabel status" in page.text and "No project has connected yet" in page.text
 
 
 @pytest.mark.parametrize(
@@ -59,7 +61,7 @@ def test_setup_answers_before_the_model_loads_and_predict_waits_for_it(client: F
     started = time.perf_counter()
     setup = client.post("/setup", json=setup_body({"detection": {"model": "slow_fake", "model_id": "fake/slow-setup"}}))
     assert time.perf_counter() - started < SLOW_LOAD_S / 3
-    assert client.get("/health").json["models"][0]["state"] == "loading"
+    assert client.get("/health").json["models"][0]["state"] in ("queued", "loading")
     tasks = [make_task(1, data_uri())]
     result = client.post("/predict", json=predict_body(tasks))
     assert result.status_code == 200 and SlowFakeDetector.loads["fake/slow-setup"] == 1
@@ -67,20 +69,24 @@ def test_setup_answers_before_the_model_loads_and_predict_waits_for_it(client: F
     assert client.get("/health").json["models"][0]["state"] == "ready"
 
 
-def test_predict_one_entry_per_task_in_order_failed_tasks_get_empty_results(client: FlaskClient) -> None:
+def test_predict_one_entry_per_task_in_order_failed_tasks_get_no_prediction(client: FlaskClient) -> None:
     version = client.post("/setup", json=setup_body({"detection": {"model": "slow_fake"}})).json["model_version"]
     tasks = [make_task(10, data_uri(64, 48)), make_task(11, "not-an-image-url"), make_task(12, data_uri(30, 20)),
              {"id": 13, "data": {"other": "x"}}]  # fmt: skip
     results = client.post("/predict", json=predict_body(tasks)).json["results"]
     assert len(results) == 4
+    # A failed task is answered with zero predictions ([]): Label Studio stores nothing and resends it next time.
+    assert results[1] == [] and results[3] == []
     # prompts "a cat" and "cat" give one box each on the same spot: NMS keeps one Cat, plus one Remote
-    assert [len(r["result"]) for r in results] == [2, 0, 2, 0]
-    assert [r["model_version"] for r in results] == [version] * 4
-    assert results[1]["score"] == 0 and results[3]["score"] == 0
+    assert [len(results[i]["result"]) for i in (0, 2)] == [2, 2]
+    assert [results[i]["model_version"] for i in (0, 2)] == [version] * 2
     assert results[2]["result"][0]["original_width"] == 30
     interface = LabelInterface(RECT_CONFIG)
-    for entry in results:
-        assert interface.validate_prediction(entry)
+    for i in (0, 2):
+        assert interface.validate_prediction(results[i])
+    page = client.get("/").text  # the reasons reach the status page, since Label Studio shows none
+    assert "task 11: image &#x27;image&#x27;: unsupported image reference" in page
+    assert "task 13: task data has no &#x27;image&#x27;" in page
 
 
 def test_predict_without_setup_uses_the_request_config(client: FlaskClient) -> None:
@@ -101,7 +107,7 @@ def test_model_that_cannot_load_gives_503_naming_it(client: FlaskClient) -> None
 @pytest.mark.parametrize(
     ("path", "body", "match"),
     [
-        ("/predict", "not json", "JSON object"),
+        ("/predict", "not json", "must be JSON"),
         ("/predict", {"tasks": "x"}, "list of tasks"),
         ("/predict", {"tasks": [{"id": 1}], "label_config": RECT_CONFIG}, "tasks\\[0\\]"),
         ("/predict", {"tasks": [], "project": "nope"}, "label_config"),
@@ -256,7 +262,8 @@ def test_an_unreachable_example_image_fails_the_tasks_with_a_reason(client: Flas
     extra = {"detection": {"model": "owlv2", "model_id": str(tiny("owlv2"))}, "examples": {"Cat": [example]}}
     client.post("/setup", json=setup_body(extra))
     (entry,) = client.post("/predict", json=predict_body([make_task(1, data_uri())])).json["results"]
-    assert entry == {"result": [], "score": 0.0, "model_version": entry["model_version"]}
+    assert entry == []
+    assert "example image of control &#x27;label&#x27;: unsupported image reference" in client.get("/").text
 
 
 def test_models_no_project_uses_any_more_are_unloaded(client: FlaskClient) -> None:
@@ -273,3 +280,33 @@ def test_the_env_api_key_is_only_ever_sent_to_the_env_url() -> None:
 
     with pytest.raises(SettingsError, match="LABEL_STUDIO_API_KEY needs LABEL_STUDIO_URL"):
         ServerSettings.from_env({"LABEL_STUDIO_API_KEY": "k" * 40})
+
+
+def test_versions_without_a_project_is_a_404_so_label_studio_lists_its_own(client: FlaskClient) -> None:
+    client.post("/setup", json=setup_body({"detection": {"model": "slow_fake"}}))
+    client.post("/setup", json=setup_body({"detection": {"model": "slow_fake", "score_threshold": 0.2}}, "4.2"))
+    assert client.get("/versions").status_code == 404  # Label Studio 1.23 names no project
+    assert len(client.get("/versions?project=4").json["versions"]) == 1
+
+
+def test_a_refused_setup_and_refused_credentials_show_on_the_status_page(client: FlaskClient) -> None:
+    client.post("/setup", json=setup_body({"detection": {"score": 1}}))
+    page = client.get("/").text
+    assert "/setup refused" in page and "unknown setting &#x27;score&#x27;" in page
+    service = client.application.extensions["prelabel"]
+    service.store.record_event("auth", "refused", project="3.1", count=2)
+    assert "refused prelabel's credentials 2 times in the last hour" in client.get("/").text
+
+
+def test_urgent_loads_go_ahead_of_background_preloads() -> None:
+    from backend.models import ModelPool
+    from model_adapters.base import ModelSpec
+
+    pool = ModelPool(load_workers=1)
+    order = SlowFakeDetector.loads
+    for name in ("fake/slow-a", "fake/slow-b", "fake/slow-c"):
+        pool.preload(ModelSpec("slow_fake", name))
+    time.sleep(0.2)  # a is loading now
+    pool.get(ModelSpec("slow_fake", "fake/urgent"), timeout=10)
+    loaded = [k for k in order if k in ("fake/slow-a", "fake/slow-b", "fake/slow-c", "fake/urgent")]
+    assert loaded == ["fake/slow-a", "fake/urgent"]

@@ -33,7 +33,7 @@ FAKES = {"detection": {"model": "slow_fake"}, "segmentation": {"model": "fake_se
 
 @pytest.fixture
 def client(tmp_path: Path) -> FlaskClient:
-    return create_app(ServerSettings(model_dir=tmp_path, preload=False)).test_client()
+    return create_app(ServerSettings(model_dir=tmp_path, preload_projects=0)).test_client()
 
 
 def setup(client: FlaskClient, config: str, extra: dict[str, Any] = FAKES) -> str:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 from flask import Response, request
 from PIL import Image
 
+from backend import outbound
 from backend.errors import MediaError
 from backend.ls_client import LabelStudioClient, is_jwt
 from backend.media import MediaFetcher, decode_image
@@ -61,15 +61,15 @@ def auth_claims(header: str) -> dict:
 
 
 def fetcher(**overrides: object) -> MediaFetcher:
-    return MediaFetcher(replace(ServerSettings(), **overrides), requests.Session())
+    return MediaFetcher(replace(ServerSettings(), **overrides))
 
 
 def client(ls: LocalServer, token: str | None) -> LabelStudioClient:
-    return LabelStudioClient(ls.url, token, requests.Session())
+    return LabelStudioClient(ls.url, token, outbound.make_session())
 
 
 def test_upload_path_with_legacy_token(fake_ls: LocalServer) -> None:
-    image = fetcher().load("/data/upload/1/a.png", task_id=1, ls=client(fake_ls, LEGACY))
+    image = fetcher().load("/data/upload/1/a.png", task_id=1, ls=client(fake_ls, LEGACY)).pixels
     assert image.shape == (30, 40, 3) and image.dtype == np.uint8
     assert fake_ls.seen == [f"Token {LEGACY}"]  # type: ignore[attr-defined]
 
@@ -112,7 +112,7 @@ def test_cloud_uri_is_presigned_by_label_studio_and_credentials_stay_there(fake_
             return Response(status=303, headers={"Location": f"http://localhost:{port}/bucket/key.png?X-Sig=1"})
 
         media = fetcher(media_allowed_hosts=frozenset({"localhost"}))
-        image = media.load("s3://bucket/key.png", task_id=7, ls=client(fake_ls, LEGACY))
+        image = media.load("s3://bucket/key.png", task_id=7, ls=client(fake_ls, LEGACY)).pixels
         assert image.shape == (10, 20, 3)
         assert bucket.seen == [None]  # type: ignore[attr-defined]
 
@@ -124,11 +124,10 @@ def test_private_addresses_are_refused_unless_allowed(server: LocalServer) -> No
 
     with pytest.raises(MediaError, match="non-public address 127.0.0.1.*PRELABEL_MEDIA_ALLOWED_HOSTS"):
         fetcher().load(server.url + "/img.png", task_id=1, ls=None)
-    assert fetcher(media_allowed_hosts=frozenset({"127.0.0.1"})).load(
-        server.url + "/img.png", task_id=1, ls=None
-    ).shape == (48, 64, 3)
+    allowed = fetcher(media_allowed_hosts=frozenset({"127.0.0.1"}))
+    assert allowed.load(server.url + "/img.png", task_id=1, ls=None).pixels.shape == (48, 64, 3)
     # Label Studio's own host is trusted even when it is local.
-    assert fetcher().load(server.url + "/img.png", task_id=1, ls=client(server, None)).shape == (48, 64, 3)
+    assert fetcher().load(server.url + "/img.png", task_id=1, ls=client(server, None)).pixels.shape == (48, 64, 3)
 
 
 @pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data", "http://10.0.0.1/x.png", "http://[::1]/x"])
@@ -188,7 +187,7 @@ def test_exif_orientation_is_applied() -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise for display
     rotated = decode_image(image_bytes(64, 48, fmt="JPEG", exif=exif), max_pixels=10**6)
-    assert rotated.shape == (64, 48, 3)
+    assert rotated.pixels.shape == (64, 48, 3) and rotated.size_wh == (48, 64)
 
 
 def test_local_files_are_read_from_the_document_root_and_cannot_escape(tmp_path: Path) -> None:
@@ -196,7 +195,7 @@ def test_local_files_are_read_from_the_document_root_and_cannot_escape(tmp_path:
     (tmp_path / "dir" / "cat 1.png").write_bytes(image_bytes(10, 12))
     (tmp_path.parent / "secret.png").write_bytes(image_bytes())
     media = fetcher(local_files_document_root=tmp_path)
-    assert media.load("/data/local-files/?d=dir/cat%201.png", task_id=1, ls=None).shape == (12, 10, 3)
+    assert media.load("/data/local-files/?d=dir/cat%201.png", task_id=1, ls=None).pixels.shape == (12, 10, 3)
     with pytest.raises(MediaError, match="outside LOCAL_FILES_DOCUMENT_ROOT"):
         media.load("/data/local-files/?d=../secret.png", task_id=1, ls=None)
     with pytest.raises(MediaError, match="not found"):
@@ -205,7 +204,7 @@ def test_local_files_are_read_from_the_document_root_and_cannot_escape(tmp_path:
 
 def test_data_uris_and_unsupported_values() -> None:
     uri = "data:image/png;base64," + base64.b64encode(image_bytes(8, 6)).decode()
-    assert np.array_equal(fetcher().load(uri, task_id=None, ls=None), image_array(8, 6))
+    assert np.array_equal(fetcher().load(uri, task_id=None, ls=None).pixels, image_array(8, 6))
     for value, match in [
         (None, "must be a URL"),
         ("ftp://x/y.png", "unsupported image reference"),
@@ -243,5 +242,20 @@ def test_16_bit_images_keep_their_high_byte_as_browsers_show_them() -> None:
     gray = np.full((4, 6), 60000, dtype=np.uint16)
     buffer = io.BytesIO()
     Image.fromarray(gray).save(buffer, "PNG")
-    decoded = decode_image(buffer.getvalue(), max_pixels=100)
+    decoded = decode_image(buffer.getvalue(), max_pixels=100).pixels
     assert decoded.shape == (4, 6, 3) and (decoded == 60000 >> 8).all()
+
+
+def test_fifos_and_devices_under_the_document_root_are_refused_without_blocking(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "dev").symlink_to("/dev/zero")
+    media = fetcher(local_files_document_root=tmp_path, media_timeout=2.0)
+    started = time.monotonic()
+    with pytest.raises(MediaError, match="not a regular file"):
+        media.load("/data/local-files/?d=pipe.png", task_id=1, ls=None)
+    assert time.monotonic() - started < 1.0
+    # /dev/zero resolves outside the root; inside it, a device would be refused the same way
+    with pytest.raises(MediaError, match="outside LOCAL_FILES_DOCUMENT_ROOT|not a regular file"):
+        media.load("/data/local-files/?d=dev", task_id=1, ls=None)

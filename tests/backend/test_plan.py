@@ -198,3 +198,15 @@ def test_model_version_changes_with_the_control_type_and_choice_mode() -> None:
 def test_a_text_prompted_segmenter_needs_no_detector() -> None:
     brush = plan(TWO, {"segmentation": {"model": "sam3"}}).targets[2]
     assert brush.spec.adapter == "sam3" and brush.detector is None and brush.prompts == ("Dog",)
+
+
+def test_the_interactive_model_does_not_change_the_version_of_batch_predictions() -> None:
+    smart = TWO.replace(
+        '<RectangleLabels name="a" toName="image">', '<RectangleLabels name="a" toName="image" smart="true">'
+    )
+    base = plan(smart)
+    assert base.interactive  # the smart control is answered by a segmenter
+    other = plan(smart, {"interactive": {"model": "sam2", "mask_threshold": 0.2}})
+    assert other.interactive[0].spec.adapter == "sam2"
+    assert other.model_version == base.model_version
+    assert plan(smart, {"segmentation": {"model": "sam2"}}).model_version != base.model_version
