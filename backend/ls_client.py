@@ -93,3 +93,23 @@ class LabelStudioClient:
             access = response.json()["access"]
             _ACCESS_CACHE[key] = (access, _jwt_expiry(access))
             return access
+
+    def check_credentials(self) -> bool | None:
+        """Whether Label Studio accepts the token (``GET /api/current-user/whoami``); ``None`` when it cannot tell.
+
+        Label Studio 1.23 creates organizations with legacy tokens off, yet ``/setup`` still sends the owner's legacy
+        token: this finds out at ``/setup`` time, before every upload fetch fails.
+        """
+        try:
+            with outbound.deadline(self.timeout) as clock:
+                response = self.session.get(
+                    self.url("/api/current-user/whoami"), headers=self.headers(), timeout=clock.remaining()
+                )
+                response.close()
+        except PermissionError:  # the Personal Access Token itself was refused
+            return False
+        except (requests.RequestException, ValueError):
+            return None
+        if response.status_code in (401, 403):
+            return False
+        return True if response.status_code == 200 else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 import math
 import os
 import socket
@@ -152,7 +153,7 @@ class MediaFetcher:
             if ls is None or task_id is None:
                 raise MediaError(f"{value} needs Label Studio to presign it: set LABEL_STUDIO_URL")
             encoded = base64.urlsafe_b64encode(value.encode()).decode()
-            return self._get(ls.url(f"/tasks/{task_id}/presign/?fileuri={encoded}"), ls)
+            return self._get(ls.url(f"/tasks/{task_id}/presign/?fileuri={encoded}"), ls, cloud_uri=value)
         if value.startswith("/"):
             if ls is None:
                 raise MediaError(
@@ -175,10 +176,13 @@ class MediaFetcher:
             raise MediaError(f"local file {relative!r} is outside LOCAL_FILES_DOCUMENT_ROOT")
         return _read_file(path, self.limits.max_bytes)
 
-    def _get(self, url: str, ls: LabelStudioClient | None) -> bytes:
+    def _get(self, url: str, ls: LabelStudioClient | None, cloud_uri: str | None = None) -> bytes:
         """GET with manual redirects; each hop's destination is decided once, then checked or credentialed.
 
         Credentials go only to a hop whose destination is Label Studio's own origin (scheme, host and port).
+        ``cloud_uri`` names the ``s3://``-style URI Label Studio presigns at ``url``, for the error messages: with
+        "Use pre-signed URLs" on, Label Studio redirects to the bucket and prelabel downloads from it; off, Label
+        Studio answers with the image itself.
         """
         with outbound.deadline(self.limits.timeout) as clock:
             for _ in range(_MAX_REDIRECTS + 1):
@@ -186,7 +190,7 @@ class MediaFetcher:
                 target = outbound.destination(self.session, prepared)
                 ours = ls is not None and target == ls.origin
                 if not ours:
-                    self._check_public(target, url)
+                    self._check_public(target, url, cloud_uri)
                 response = self._request(prepared, ls if ours else None, clock)
                 if response.is_redirect:
                     url = urljoin(url, response.headers["Location"])
@@ -194,9 +198,9 @@ class MediaFetcher:
                     continue
                 with response:
                     if response.status_code in (401, 403) and ours:
-                        raise CredentialsRefused(_status_message(response.status_code, url, ours))
+                        raise CredentialsRefused(_status_message(response, url, ours, cloud_uri))
                     if response.status_code != 200:
-                        raise MediaError(_status_message(response.status_code, url, ours))
+                        raise MediaError(_status_message(response, url, ours, cloud_uri))
                     return _read_capped(response, self.limits.max_bytes, clock, url)
         raise MediaError(f"too many redirects fetching {_short(url)}")
 
@@ -225,7 +229,7 @@ class MediaFetcher:
             prepared, stream=True, allow_redirects=False, timeout=(min(remaining, 10.0), remaining)
         )
 
-    def _check_public(self, target: outbound.Origin, url: str) -> None:
+    def _check_public(self, target: outbound.Origin, url: str, cloud_uri: str | None = None) -> None:
         """Refuse destinations that resolve to a loopback, private, link-local or reserved address."""
         allowed = self.settings.media_allowed_hosts
         if target.host in allowed or f"{target.host}:{target.port}" in allowed:
@@ -237,11 +241,18 @@ class MediaFetcher:
         for address in addresses:
             ip = ipaddress.ip_address(address.split("%")[0])
             if not ip.is_global or ip.is_multicast:
-                raise MediaError(
+                message = (
                     f"refusing to fetch {_short(url)}: {target.host} resolves to the non-public address {ip}; "
                     f"if this is intended, add {target.host} (or {target.host}:{target.port}) to "
                     f"PRELABEL_MEDIA_ALLOWED_HOSTS"
                 )
+                if cloud_uri:
+                    message += (
+                        f". It is the pre-signed URL Label Studio gave for {cloud_uri} (the storage has 'Use "
+                        "pre-signed URLs' on, so prelabel downloads from the bucket's endpoint itself): allow that "
+                        "endpoint, or turn pre-signed URLs off in the storage so images come through Label Studio"
+                    )
+                raise MediaError(message)
 
 
 def decode_image(
@@ -331,14 +342,37 @@ def _data_uri(value: str, max_bytes: int) -> bytes:
         raise MediaError(f"data: URI is not valid base64: {exc}") from None
 
 
-def _status_message(status: int, url: str, ours: bool) -> str:
+def _status_message(response: requests.Response, url: str, ours: bool, cloud_uri: str | None) -> str:
+    status = response.status_code
     message = f"HTTP {status} fetching {_short(url)}"
     if status in (401, 403) and ours:
         message += (
             " — Label Studio refused the credentials: set LABEL_STUDIO_API_KEY to a valid legacy token or "
             "Personal Access Token (Account & Settings), and LABEL_STUDIO_URL to the URL prelabel can reach"
         )
+    elif cloud_uri and ours:
+        message += (
+            f" — Label Studio could not give {cloud_uri}: {_reason(response)}. Check that a cloud storage of this "
+            "project (Settings → Cloud Storage) covers this bucket and prefix, and that Label Studio can read it"
+        )
+    elif cloud_uri:
+        message += f" — the bucket refused the pre-signed URL Label Studio gave for {cloud_uri}"
     return message
+
+
+def _reason(response: requests.Response) -> str:
+    """What Label Studio said, in a few words (its JSON ``detail``, else the start of its text)."""
+    try:
+        text = next(response.iter_content(2048), b"").decode("utf-8", "replace")
+    except (requests.RequestException, OSError):
+        return "no reason given"
+    detail = text
+    try:
+        body = json.loads(text)
+        detail = str(body.get("detail") or body.get("error") or text) if isinstance(body, dict) else text
+    except ValueError:
+        pass
+    return " ".join(detail.split())[:200] or "no reason given"
 
 
 def _short(url: str) -> str:

@@ -6,8 +6,10 @@ The familiar shape for people who know Label Studio's ML backends (``setup``, ``
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,6 +27,7 @@ from model_adapters.base import ModelSpec
 __all__ = ["PrelabelService"]
 
 log = logging.getLogger(__name__)
+_PROBE_EVERY_S = 600.0
 
 
 class PrelabelService:
@@ -40,6 +43,8 @@ class PrelabelService:
         self.fetcher = MediaFetcher(settings)
         self.session = self.fetcher.session
         self.executor = ThreadPoolExecutor(settings.media_workers, thread_name_prefix="media")
+        self._probed: dict[tuple[Any, str], float] = {}
+        self._probe_lock = threading.Lock()
         self.runner = Runner(self.pool, self.fetcher, self.executor, settings.model_wait)
 
     def plan(self, label_config: str, extra_params: dict[str, Any]) -> Plan:
@@ -63,10 +68,41 @@ class PrelabelService:
         except BadRequest as exc:
             self.store.record_event("setup", f"/setup refused: {exc}", project=project)
             raise
-        self.store.save(ProjectRecord(project, label_config, params, hostname, access_token, plan.model_version))
+        record = ProjectRecord(project, label_config, params, hostname, access_token, plan.model_version)
+        self.store.save(record)
         self.pool.retain(self._specs_in_use())
         self.preload(plan, urgent=True)
+        self._probe_credentials(record)
         return plan.model_version
+
+    def _probe_credentials(self, record: ProjectRecord) -> None:
+        """In the background, ask Label Studio whether the token prelabel will use works (once per token per 10 min).
+
+        ``/setup`` comes before every batch and must answer in 3 s, so it never waits for this.
+        """
+        ls = self.label_studio(record)
+        if ls is None or not ls.token:
+            return
+        key = (ls.origin, hashlib.sha256(ls.token.encode()).hexdigest())
+        now = time.monotonic()
+        with self._probe_lock:
+            if now - self._probed.get(key, -_PROBE_EVERY_S) < _PROBE_EVERY_S:
+                return
+            self._probed[key] = now
+
+        def probe() -> None:
+            if ls.check_credentials() is False:
+                source = "LABEL_STUDIO_API_KEY" if self.settings.label_studio_api_key else "the token /setup sent"
+                message = (
+                    f"Label Studio at {ls.base_url} refused {source} (HTTP 401): uploaded and cloud images cannot be "
+                    "fetched. Label Studio 1.23 turns legacy tokens off by default, and /setup sends the project "
+                    "owner's legacy token: create a Personal Access Token (Account & Settings) and start prelabel with "
+                    "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY set to it"
+                )
+                log.warning("project %s: %s", record.project, message)
+                self.store.record_event("auth", message, project=record.project)
+
+        threading.Thread(target=probe, name="credentials-probe", daemon=True).start()
 
     def _specs_in_use(self) -> set[ModelSpec]:
         """The models of every stored project's current settings (plans are cached, so this is cheap)."""

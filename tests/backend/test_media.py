@@ -259,3 +259,19 @@ def test_fifos_and_devices_under_the_document_root_are_refused_without_blocking(
     # /dev/zero resolves outside the root; inside it, a device would be refused the same way
     with pytest.raises(MediaError, match="outside LOCAL_FILES_DOCUMENT_ROOT|not a regular file"):
         media.load("/data/local-files/?d=dev", task_id=1, ls=None)
+
+
+def test_cloud_uri_errors_say_which_uri_and_what_to_check(fake_ls: LocalServer) -> None:
+    @fake_ls.app.get("/tasks/<int:task_id>/presign/")
+    def presign(task_id: int) -> Response:
+        fileuri = base64.urlsafe_b64decode(request.args["fileuri"]).decode()
+        if fileuri.startswith("s3://uncovered/"):
+            return Response(status=404)  # what Label Studio answers when no storage of the project covers the URI
+        return Response(status=303, headers={"Location": "http://10.0.0.7:9000/minio/key.png?X-Amz-Signature=s"})
+
+    media = fetcher()
+    with pytest.raises(MediaError, match=r"could not give s3://uncovered/a.png.*covers this bucket and prefix"):
+        media.load("s3://uncovered/a.png", task_id=3, ls=client(fake_ls, LEGACY))
+    with pytest.raises(MediaError, match=r"10\.0\.0\.7:9000.*pre-signed URL Label Studio gave for s3://b/k.png") as err:
+        media.load("s3://b/k.png", task_id=3, ls=client(fake_ls, LEGACY))
+    assert "X-Amz-Signature" not in str(err.value)  # presigned URLs carry secrets: never in a message

@@ -23,7 +23,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -618,6 +618,27 @@ class LabelStudio:
             self._pat = str(self._json("POST", "/api/token/", json={})["token"])
         return self._pat
 
+    @contextlib.contextmanager
+    def legacy_tokens_disabled(self) -> Iterator[str]:
+        """Turn legacy tokens off for the organization, as Label Studio 1.23 creates organizations by default.
+
+        Meanwhile this harness authenticates with a Personal Access Token (yielded); legacy tokens are turned back
+        on afterwards.
+        """
+        pat = self.create_personal_access_token()
+        self._json("POST", "/api/jwt/settings", json={"api_tokens_enabled": True, "legacy_api_tokens_enabled": False})
+        legacy = self._session.headers["Authorization"]
+        self._session.auth = _BearerAuth(self, pat)
+        del self._session.headers["Authorization"]
+        try:
+            yield pat
+        finally:
+            self._json(
+                "POST", "/api/jwt/settings", json={"api_tokens_enabled": True, "legacy_api_tokens_enabled": True}
+            )
+            self._session.auth = None
+            self._session.headers["Authorization"] = legacy
+
     def access_token(self, pat: str | None = None) -> str:
         """Exchange a PAT for a short-lived (5 min) access token: ``POST /api/token/refresh/``.
 
@@ -630,3 +651,14 @@ class LabelStudio:
         pat = pat or self.create_personal_access_token()
         response = requests.post(self.url("/api/token/refresh/"), json={"refresh": pat}, timeout=30)
         return str(_raise_for(response, (200,)).json()["access"])
+
+
+class _BearerAuth(requests.auth.AuthBase):
+    """Sends a fresh access token for a Personal Access Token with every request (they live 5 minutes)."""
+
+    def __init__(self, ls: LabelStudio, pat: str) -> None:
+        self.ls, self.pat = ls, pat
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.ls.access_token(self.pat)}"
+        return request
