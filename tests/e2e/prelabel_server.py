@@ -63,6 +63,10 @@ class PrelabelServer:
             os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait(5)
 
+    def log_text(self) -> str:
+        """The whole server log."""
+        return self.log_path.read_text(errors="replace")
+
     def log_tail(self, chars: int = 4000) -> str:
         """The end of the server's log, for failure messages."""
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
