@@ -58,7 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
                 "bind": f"{args.host}:{args.port}",
                 "workers": args.workers,
                 "threads": args.threads,
-                "worker_class": "gthread",
+                "worker_class": "backend.gunicorn_errors.JsonErrorWorker",
                 "timeout": args.timeout,
                 "accesslog": "-",
                 "child_exit": _child_exit,
@@ -68,8 +68,11 @@ def _serve(args: argparse.Namespace) -> int:
 
         def load(self) -> Any:
             from backend.app import create_app
+            from backend.gunicorn_errors import answer_body_errors
 
-            return create_app()
+            app = create_app()
+            answer_body_errors(app)
+            return app
 
     _Gunicorn().run()
     return 0
