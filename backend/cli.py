@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from backend.log_redaction import install_log_redaction
     from backend.settings import ServerSettings, SettingsError
 
     try:
@@ -44,6 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"prelabel: {exc}", file=sys.stderr)
         return 2
+    install_log_redaction()
     # Workers share metrics through files; this must be set before prometheus_client is imported.
     metrics_dir = settings.model_dir / "prometheus"
     shutil.rmtree(metrics_dir, ignore_errors=True)
