@@ -1,4 +1,4 @@
-"""The real server's log holds no secrets."""
+"""The real server's log: no secrets, one line per event, and no control socket in places shared with others."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from tests.e2e.prelabel_server import PrelabelServer
-from tests.helpers import RECT_CONFIG, make_task
+from tests.helpers import RECT_CONFIG, data_uri, make_task
 
 WEBHOOK_SECRET = "hook-s3cr3t-0001"
 
@@ -17,10 +17,14 @@ WEBHOOK_SECRET = "hook-s3cr3t-0001"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrelabelServer]:
     work_dir = tmp_path_factory.mktemp("prelabel-logs")
+    (work_dir / "home").mkdir()
+    (work_dir / "xdg-runtime").mkdir()
     env = {
         "PRELABEL_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "PRELABEL_MEDIA_ALLOWED_HOSTS": "localhost",
         "LOG_LEVEL": "DEBUG",
+        "HOME": str(work_dir / "home"),
+        "XDG_RUNTIME_DIR": str(work_dir / "xdg-runtime"),
     }
     with PrelabelServer(work_dir, env, workers=1) as running:
         yield running
@@ -59,3 +63,22 @@ def test_secrets_sent_in_requests_never_reach_the_log(server: PrelabelServer, ti
         "/a.png?X-Amz-Signature=[REDACTED]&X-Amz-Credential=[REDACTED]",
     ]:
         assert redacted in log
+
+
+def test_loading_a_model_writes_one_line_and_no_progress_bar(
+    server: PrelabelServer, tiny: Callable[[str], Path]
+) -> None:
+    setup_tiny_detector(server, tiny("grounding_dino"), "2.1")
+    predict = requests.post(f"{server.url}/predict", json={"project": "2.1", "tasks": [make_task(1, data_uri())]},
+                            timeout=60)  # fmt: skip
+    assert predict.status_code == 200 and predict.json()["results"][0]["result"]
+    log = server.log_text()
+    assert "loaded grounding_dino" in log
+    assert "\r" not in log and "it/s" not in log and "█" not in log
+
+
+def test_no_control_socket_where_every_gunicorn_of_the_user_would_share_it(server: PrelabelServer) -> None:
+    home, runtime = server.work_dir / "home", server.work_dir / "xdg-runtime"
+    assert list(runtime.iterdir()) == [] and not (home / ".gunicorn").exists()
+    assert not [p for p in server.work_dir.rglob("*") if p.is_socket()]
+    assert "Control socket" not in server.log_text()
