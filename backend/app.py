@@ -24,6 +24,7 @@ from werkzeug.exceptions import HTTPException
 
 from backend import metrics, outbound
 from backend.errors import BadRequest
+from backend.log_redaction import install_log_redaction
 from backend.models import ModelUnavailable
 from backend.request_body import parse_json_object
 from backend.service import PrelabelService
@@ -35,12 +36,14 @@ __all__ = ["create_app"]
 log = logging.getLogger(__name__)
 MODEL_CLASS = "prelabel"
 _OPEN_ROUTES = frozenset({"/health"})
+_WEBHOOK_SECRET_HEADER = "X-Prelabel-Webhook-Secret"
 
 
 def create_app(settings: ServerSettings | None = None) -> Flask:
     """Build the app; settings default to the environment (see the README's settings table)."""
     settings = settings or ServerSettings.from_env()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
     Image.MAX_IMAGE_PIXELS = settings.media_max_pixels
     service = PrelabelService(settings)
     if settings.preload_projects:
@@ -54,7 +57,10 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
     @app.before_request
     def _start() -> Response | None:
         g.started = time.perf_counter()
-        return _authorize(settings)
+        denied = _authorize(settings)
+        if denied is not None and request.path == "/webhook":  # Label Studio drops webhook answers: say it here
+            service.store.record_event("webhook", f"POST /webhook refused: {denied.json['error']}")
+        return denied
 
     @app.after_request
     def _record(response: Response) -> Response:
@@ -207,15 +213,18 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
 
 
 def _authorize(settings: ServerSettings) -> Response | None:
-    """Basic auth on every route but health; ``/webhook`` may instead carry ``?secret=`` (LS sends no auth)."""
+    """Basic auth on every route but health; ``/webhook`` may instead carry the secret (LS sends no auth).
+
+    The secret comes in the ``X-Prelabel-Webhook-Secret`` header (kept out of access logs) or as ``?secret=``.
+    """
     if request.path in _OPEN_ROUTES:
         return None
     if request.path == "/webhook" and settings.webhook_secret:
-        given = request.args.get("secret", "")
+        given = request.headers.get(_WEBHOOK_SECRET_HEADER) or request.args.get("secret", "")
         if hmac.compare_digest(given.encode(), settings.webhook_secret.encode()):
             return None
         if not settings.basic_auth_user:
-            return _deny("webhook needs ?secret=<PRELABEL_WEBHOOK_SECRET>")
+            return _deny(f"webhook needs the {_WEBHOOK_SECRET_HEADER} header or ?secret=<PRELABEL_WEBHOOK_SECRET>")
     if not settings.basic_auth_user:
         return None
     auth = request.authorization

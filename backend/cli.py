@@ -11,6 +11,8 @@ from typing import Any
 
 __all__ = ["main"]
 
+_NO_PROGRESS_BARS = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``prelabel`` console script."""
@@ -37,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from backend.log_redaction import install_log_redaction
     from backend.settings import ServerSettings, SettingsError
 
     try:
@@ -44,6 +47,10 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"prelabel: {exc}", file=sys.stderr)
         return 2
+    install_log_redaction()
+    # Progress bars (weights loading, downloads) would put carriage returns and bar glyphs into the log. The model
+    # libraries read these when they are imported, which happens later, in the workers.
+    os.environ.update(_NO_PROGRESS_BARS)
     # Workers share metrics through files; this must be set before prometheus_client is imported.
     metrics_dir = settings.model_dir / "prometheus"
     shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -58,9 +65,11 @@ def _serve(args: argparse.Namespace) -> int:
                 "bind": f"{args.host}:{args.port}",
                 "workers": args.workers,
                 "threads": args.threads,
-                "worker_class": "gthread",
+                "worker_class": "backend.gunicorn_errors.JsonErrorWorker",
                 "timeout": args.timeout,
                 "accesslog": "-",
+                # gunicorn's default control socket path is shared by every gunicorn of the user (see README)
+                "control_socket_disable": True,
                 "child_exit": _child_exit,
             }
             for key, value in options.items():
@@ -68,8 +77,11 @@ def _serve(args: argparse.Namespace) -> int:
 
         def load(self) -> Any:
             from backend.app import create_app
+            from backend.gunicorn_errors import answer_body_errors
 
-            return create_app()
+            app = create_app()
+            answer_body_errors(app)
+            return app
 
     _Gunicorn().run()
     return 0

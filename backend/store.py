@@ -2,20 +2,21 @@
 
 With several gunicorn workers, ``/setup`` and ``/predict`` for one project can land in different processes,
 and ``/predict`` does not carry ``extra_params``; so what ``/setup`` learns is written here, and every
-process reads it back. One short-lived connection per call keeps it safe across threads and processes.
+process reads it back. One short-lived connection per call keeps it safe across threads and processes. A file
+deleted or corrupted while the server runs is replaced by an empty one (see ``backend.sqlite_file``): Label
+Studio calls ``/setup`` before every batch, so projects register again by themselves.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from backend.sqlite_file import SQLiteFile
 
 __all__ = ["Event", "ProjectRecord", "ProjectStore", "project_id"]
 
@@ -47,6 +48,7 @@ CREATE TABLE IF NOT EXISTS versions (
     PRIMARY KEY (project, model_version)
 );
 """
+_SELECT = "SELECT project, label_config, extra_params, hostname, access_token, model_version FROM projects"
 
 
 def project_id(project: str | int | None) -> int | None:
@@ -84,22 +86,14 @@ class ProjectStore:
     """SQLite-backed project settings, shared by every worker process."""
 
     def __init__(self, model_dir: Path) -> None:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        self.path = model_dir / "prelabel.sqlite3"
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-        os.chmod(self.path, 0o600)  # it holds Label Studio tokens
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
-            yield db
+        self._db = SQLiteFile(model_dir / "prelabel.sqlite3", _SCHEMA, mode=0o600)  # it holds Label Studio tokens
+        self.path = self._db.path
 
     def save(self, record: ProjectRecord) -> None:
         """Insert or replace a project, and remember its model version."""
         now = time.time()
-        with self._connect() as db:
+
+        def write(db: sqlite3.Connection) -> None:
             db.execute(
                 "INSERT OR REPLACE INTO projects VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -115,49 +109,50 @@ class ProjectStore:
             )
             db.execute("INSERT OR IGNORE INTO versions VALUES (?, ?, ?)", (record.project, record.model_version, now))
 
+        self._db.run(write)
+
     def get(self, project: str) -> ProjectRecord | None:
         """The project saved under Label Studio's key, or ``None``."""
-        with self._connect() as db:
-            row = db.execute(
-                "SELECT project, label_config, extra_params, hostname, access_token, model_version "
-                "FROM projects WHERE project = ?",
-                (project,),
-            ).fetchone()
-        return None if row is None else ProjectRecord(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5])
+        row = self._db.run(lambda db: db.execute(f"{_SELECT} WHERE project = ?", (project,)).fetchone())
+        return None if row is None else _record(row)
 
     def all(self) -> list[ProjectRecord]:
         """Every saved project, most recently set up first."""
-        with self._connect() as db:
-            rows = db.execute("SELECT project FROM projects ORDER BY updated_at DESC").fetchall()
-        return [record for (key,) in rows if (record := self.get(key)) is not None]
+        rows = self._db.run(lambda db: db.execute(f"{_SELECT} ORDER BY updated_at DESC").fetchall())
+        return [_record(row) for row in rows]
 
     def versions(self, project: str | None = None) -> list[str]:
         """Model versions seen for a project (or for all), oldest first."""
-        with self._connect() as db:
+
+        def read(db: sqlite3.Connection) -> list[Any]:
             if project is None:
-                rows = db.execute("SELECT DISTINCT model_version FROM versions ORDER BY first_seen").fetchall()
-            else:
-                rows = db.execute(
-                    "SELECT model_version FROM versions WHERE project = ? OR project LIKE ? ORDER BY first_seen",
-                    (project, f"{project}.%"),
-                ).fetchall()
-        return list(dict.fromkeys(v for (v,) in rows))
+                return db.execute("SELECT DISTINCT model_version FROM versions ORDER BY first_seen").fetchall()
+            return db.execute(
+                "SELECT model_version FROM versions WHERE project = ? OR project LIKE ? ORDER BY first_seen",
+                (project, f"{project}.%"),
+            ).fetchall()
+
+        return list(dict.fromkeys(v for (v,) in self._db.run(read)))
 
     def record_event(self, kind: str, message: str, *, project: str | None = None, count: int = 1) -> None:
         """Remember an event for the status page; only the newest ``EVENTS_KEPT`` are kept."""
-        with self._connect() as db:
+
+        def write(db: sqlite3.Connection) -> None:
             db.execute(
                 "INSERT INTO events (at, project, kind, message, count) VALUES (?, ?, ?, ?, ?)",
                 (time.time(), project, kind, message, count),
             )
             db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (EVENTS_KEPT,))
 
+        self._db.run(write)
+
     def events(self, limit: int = 100, kinds: tuple[str, ...] = ()) -> list[Event]:
         """The newest events first, optionally only of some kinds."""
         where = f"WHERE kind IN ({','.join('?' * len(kinds))})" if kinds else ""
-        with self._connect() as db:
-            rows = db.execute(
-                f"SELECT at, project, kind, message, count FROM events {where} ORDER BY id DESC LIMIT ?",
-                (*kinds, limit),
-            ).fetchall()
+        query = f"SELECT at, project, kind, message, count FROM events {where} ORDER BY id DESC LIMIT ?"
+        rows = self._db.run(lambda db: db.execute(query, (*kinds, limit)).fetchall())
         return [Event(*row) for row in rows]
+
+
+def _record(row: Any) -> ProjectRecord:
+    return ProjectRecord(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5])

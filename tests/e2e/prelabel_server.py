@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -62,6 +63,20 @@ class PrelabelServer:
         except subprocess.TimeoutExpired:
             os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait(5)
+
+    def send_raw(self, data: bytes, timeout: float = 10) -> bytes:
+        """Send bytes as they are on a new connection, and nothing more; all the server answers until it closes."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as connection:
+            connection.sendall(data)
+            connection.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+        return answer
+
+    def log_text(self) -> str:
+        """The whole server log."""
+        return self.log_path.read_text(errors="replace")
 
     def log_tail(self, chars: int = 4000) -> str:
         """The end of the server's log, for failure messages."""
