@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -47,6 +48,10 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"prelabel: {exc}", file=sys.stderr)
         return 2
+    problem = _device_problem(settings)
+    if problem:
+        print(f"prelabel: {problem}", file=sys.stderr)
+        return 2
     install_log_redaction()
     # Progress bars (weights loading, downloads) would put carriage returns and bar glyphs into the log. The model
     # libraries read these when they are imported, which happens later, in the workers.
@@ -85,6 +90,38 @@ def _serve(args: argparse.Namespace) -> int:
 
     _Gunicorn().run()
     return 0
+
+
+def _device_problem(settings: Any) -> str | None:
+    """Why a GPU the settings ask for explicitly cannot be used, checked before serving (else every request 503s).
+
+    The check imports torch in a short-lived subprocess: the gunicorn master must not initialise CUDA before it
+    forks its workers.
+    """
+    sections = [v for v in settings.defaults.values() if isinstance(v, dict)]
+    asked = {settings.device} | {str(s["device"]) for s in sections if "device" in s}
+    gpus = sorted(d for d in asked if d.startswith("cuda"))
+    if not gpus:
+        return None
+    code = (
+        "import sys\n"
+        "from model_adapters.base import AdapterLoadError\n"
+        "from model_adapters.torch_utils import check_device\n"
+        "try:\n"
+        f"    [check_device(d) for d in {gpus!r}]\n"
+        "except AdapterLoadError as exc:\n"
+        "    sys.exit(str(exc))\n"
+    )
+    try:
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return f"checking the GPU ({', '.join(gpus)}) took over 120 s; is the NVIDIA driver healthy?"
+    if result.returncode == 0:
+        return None
+    lines = result.stderr.strip().splitlines()
+    if any("No module named 'torch'" in line for line in lines):
+        return f"{', '.join(gpus)} asked for (PRELABEL_DEVICE or PRELABEL_DEFAULTS) but torch is not installed"
+    return lines[-1] if lines else f"cannot use {', '.join(gpus)}"
 
 
 def _child_exit(server: Any, worker: Any) -> None:

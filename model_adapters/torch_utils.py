@@ -9,6 +9,7 @@ from typing import Any
 from model_adapters.base import Adapter, AdapterLoadError, ModelSpec, ResizeRule, Task
 
 __all__ = [
+    "check_device",
     "from_pretrained",
     "load_transformers_model",
     "resize_rule_of",
@@ -31,10 +32,52 @@ def resolve_device(name: str) -> str:
             return "mps"
         return "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise AdapterLoadError(f"device {name!r} was asked for but CUDA is not available here; use 'cpu' or 'auto'")
+        raise AdapterLoadError(
+            f"device {name!r} was asked for but CUDA is not available here (torch {torch.__version__} is built for "
+            f"CUDA {torch.version.cuda or 'none'}; CUDA 13 needs an NVIDIA driver >= 580); use 'cpu' or 'auto'"
+        )
     if name == "mps" and not torch.backends.mps.is_available():
         raise AdapterLoadError("device 'mps' was asked for but MPS is not available here; use 'cpu' or 'auto'")
     return name
+
+
+def check_device(name: str) -> str:
+    """Resolve ``name`` and make sure this torch build can run on it (GPU index and compute capability).
+
+    Raises:
+        AdapterLoadError: The device is missing, or the GPU is older than every architecture torch was built for.
+    """
+    import torch
+
+    device = resolve_device(name)
+    if not device.startswith("cuda"):
+        return device
+    index = torch.device(device).index or 0
+    if index >= torch.cuda.device_count():
+        raise AdapterLoadError(f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    major, minor = torch.cuda.get_device_capability(index)
+    built = torch.cuda.get_arch_list()
+    if built and not _runs_on(built, major, minor):
+        raise AdapterLoadError(
+            f"GPU {index} ({torch.cuda.get_device_name(index)}, compute capability {major}.{minor}) is older than "
+            f"this torch build supports ({torch.__version__}, CUDA {torch.version.cuda}: {', '.join(built)}); "
+            "install a torch build for it (see the README's Docker section) or use 'cpu'"
+        )
+    return device
+
+
+def _runs_on(built: Sequence[str], major: int, minor: int) -> bool:
+    """Whether kernels built for ``built`` (``sm_80``, ``compute_90``) run on a GPU of capability major.minor."""
+    for arch in built:
+        kind, _, digits = arch.partition("_")
+        if not digits.isdigit():
+            continue
+        arch_major, arch_minor = int(digits[:-1]), int(digits[-1])
+        if kind == "sm" and arch_major == major and arch_minor <= minor:
+            return True  # same generation, older or equal minor: binary compatible
+        if kind == "compute" and (arch_major, arch_minor) <= (major, minor):
+            return True  # PTX is compiled for newer GPUs at load time
+    return False
 
 
 def resolve_dtype(name: str, device: str) -> Any:

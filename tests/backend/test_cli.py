@@ -51,3 +51,39 @@ def test_embedding_cache_bounds_reach_the_segmenters(tmp_path) -> None:
     segmenter = service.pool.get(spec, timeout=10)
     assert isinstance(segmenter, PromptableSegmenter)
     assert (segmenter.embeddings.max_items, segmenter.embeddings.max_bytes) == (3, 5 << 20)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"PRELABEL_DEVICE": "cuda"}, {"PRELABEL_DEFAULTS": '{"detection": {"device": "cuda:1"}}'}],
+)
+def test_serve_stops_at_startup_when_a_gpu_it_is_told_to_use_is_unusable(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the refusal needs one that is missing")
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["serve", "--port", "0"]) == 2  # before gunicorn starts: a container exits instead of 503-ing
+    err = capsys.readouterr().err
+    assert "was asked for but CUDA is not available here" in err and "driver >= 580" in err
+
+
+@pytest.mark.parametrize(
+    ("built", "capability", "runs"),
+    [
+        (["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"], (7, 0), False),  # V100 on the CUDA 13 wheel
+        (["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"], (6, 1), False),  # GTX 10xx
+        (["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"], (8, 9), True),  # sm_86 binaries run on 8.9
+        (["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"], (9, 0), True),
+        (["sm_80"], (9, 0), False),  # another generation: not binary compatible
+        (["sm_80", "compute_80"], (9, 0), True),  # PTX is compiled for newer GPUs
+    ],
+)
+def test_which_gpus_a_torch_build_runs_on(built: list[str], capability: tuple[int, int], runs: bool) -> None:
+    from model_adapters.torch_utils import _runs_on
+
+    assert _runs_on(built, *capability) is runs
