@@ -20,7 +20,7 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from PIL import Image
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from backend import metrics, outbound
 from backend.errors import BadRequest
@@ -166,7 +166,11 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
 
 
 def _json_object() -> dict[str, Any]:
-    return parse_json_object(request.get_data(cache=True))
+    try:
+        raw = request.get_data(cache=True)
+    except ClientDisconnected:  # Content-Length promised more than arrived
+        raise BadRequest("unreadable request body: it ended early") from None
+    return parse_json_object(raw)
 
 
 def _project(body: dict[str, Any]) -> str | None:
