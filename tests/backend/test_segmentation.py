@@ -6,10 +6,10 @@ import pytest
 import supervision as sv
 from hypothesis import given, settings
 from hypothesis.extra import numpy as hnp
-from matplotlib.path import Path
-from scipy import ndimage
 from label_studio_sdk.converter.brush import decode_rle
 from label_studio_sdk.label_interface import LabelInterface
+from matplotlib.path import Path
+from scipy import ndimage
 
 from backend.label_config import parse_targets
 from backend.plan import SegmentationPost
