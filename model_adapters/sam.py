@@ -12,7 +12,8 @@ Decode rules (shared by SAM 2, see ``decode_groups`` and ``use_multimask``):
 - ``multimask="auto"`` (SAM's own advice): a single click without a box is ambiguous (part or whole?), so the
   decoder proposes three masks and the one with the highest predicted IoU is kept; every other prompt asks for
   the single-mask output. ``"always"``/``"never"`` force one way.
-- Confidence is the decoder's predicted IoU of the kept mask.
+- Confidence is the decoder's predicted IoU of the kept mask, clipped to [0, 1]: the IoU head is a plain
+  regression, which can predict a little below 0 or above 1, and scores must be probabilities.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class SamDecoding(PromptableSegmenter[SamParams]):
     def decode(
         self, embedding: Mapping[str, Any], image: np.ndarray, prompt: MaskPrompt, params: SamParams | None = None
     ) -> sv.Detections:
-        """One mask per box (one decoder call for all), one for the clicks; see the module docstring.
+        """One mask per box (one decoder call for all), one for the clicks, scored by predicted IoU in [0, 1].
 
         ``params`` defaults to ``SamParams()``.
         """
@@ -97,7 +98,7 @@ class SamDecoding(PromptableSegmenter[SamParams]):
             group_masks, group_scores = self._predict(embedding, boxes, clicks, multimask, params.mask_threshold)
             masks.append(group_masks)
             scores.append(group_scores)
-        return masks_to_detections(np.concatenate(masks), np.concatenate(scores))
+        return masks_to_detections(np.concatenate(masks), np.clip(np.concatenate(scores), 0.0, 1.0))
 
     @abstractmethod
     def _predict(

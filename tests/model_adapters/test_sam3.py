@@ -57,6 +57,7 @@ def test_each_prompt_equals_the_model_and_post_processing_by_hand(
         assert len(mine) == len(ref["scores"]) > 0
         assert int((mine.mask != ref["masks"].numpy().astype(bool)).sum()) == 0
         np.testing.assert_allclose(mine.confidence, ref["scores"].numpy(), atol=1e-5)
+        assert ((mine.confidence >= 0) & (mine.confidence <= 1)).all()  # query probability times presence
         np.testing.assert_allclose(mine.xyxy, ref["boxes"].numpy(), atol=1e-4)
         assert set(mine.data[CLASS_NAME_DATA_FIELD]) == {label}
 
