@@ -7,8 +7,10 @@ strings, never Label Studio JSON, and answers with one ``supervision.Detections`
     load() -> preprocess(images, query) -> forward(batch) -> postprocess(raw, images, query)
 
 ``forward`` wraps the adapter's ``_forward`` with ``torch.inference_mode`` and device placement, so adapter
-files hold only the model call. This module never imports torch at import time: the server lists and
-configures adapters on machines without it.
+files hold only the model call. Adapters pass images to transformers processors with
+``input_data_format="channels_last"``: left to guess, a processor reads an image 1, 3 or 4 px tall as
+channels-first. This module never imports torch at import time: the server lists and configures adapters on
+machines without it.
 """
 
 from __future__ import annotations

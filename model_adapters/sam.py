@@ -31,7 +31,7 @@ import supervision as sv
 from model_adapters.base import AdapterLoadError
 from model_adapters.registry import register_adapter
 from model_adapters.segmentation import Click, MaskPrompt, PromptableSegmenter, masks_to_detections
-from model_adapters.torch_utils import load_transformers_model, resolve_device
+from model_adapters.torch_utils import CHANNELS_LAST, load_transformers_model, resolve_device
 
 __all__ = ["Sam", "SamDecoding", "SamOriginal", "SamParams", "TransformersSam", "decode_groups", "use_multimask"]
 
@@ -124,7 +124,7 @@ class TransformersSam(SamDecoding):
 
     def embed_image(self, image: np.ndarray) -> dict[str, Any]:
         """Image embedding plus the sizes ``decode`` needs to map pixels in and masks out."""
-        inputs = self.processor.image_processor(images=image, return_tensors="pt")
+        inputs = self.processor.image_processor(images=image, return_tensors="pt", input_data_format=CHANNELS_LAST)
         pixels = inputs["pixel_values"].to(self.device, self.dtype)
         return {"embeddings": self.model.get_image_embeddings(pixels), **self._sizes(inputs, image.shape[:2])}
 

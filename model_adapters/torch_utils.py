@@ -8,9 +8,19 @@ from typing import Any
 
 from model_adapters.base import Adapter, AdapterLoadError, ModelSpec
 
-__all__ = ["from_pretrained", "load_transformers_model", "resolve_device", "resolve_dtype", "to_device"]
+__all__ = [
+    "CHANNELS_LAST",
+    "from_pretrained",
+    "load_transformers_model",
+    "resolve_device",
+    "resolve_dtype",
+    "to_device",
+]
 
 _DTYPES = ("float32", "float16", "bfloat16")
+# ``input_data_format`` for transformers image processors: adapters hand them (H, W, 3) arrays. Left to guess,
+# a processor reads an image 1, 3 or 4 px tall as channels-first, and transposes it or fails.
+CHANNELS_LAST = "channels_last"
 
 
 def resolve_device(name: str) -> str:
