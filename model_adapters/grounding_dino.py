@@ -8,11 +8,14 @@ transformers zero-shot pipeline does; it exists for parity checks and for prompt
 Scores follow the reference post-processing: a query's score is its best token probability, and the box
 is assigned to the prompt whose tokens hold the highest probability. Boxes are clipped to the image (the
 reference leaves them as predicted, reaching past the edge).
+
+Padding changes the backbone's features, so an image's answer depends on the other images of its batch
+unless they are all resized to one size: ``batch_key`` is that size, and the server batches only equal keys.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -68,6 +71,16 @@ class GroundingDino(Adapter[GroundingDinoParams]):
             self, "AutoModelForZeroShotObjectDetection", self.model_types
         )
         self.max_text_len = int(self.model.config.max_text_len)
+
+    def batch_key(self, image_shape: tuple[int, ...]) -> Hashable:
+        """The size the processor resizes an image to: images of one size are not padded, so they batch exactly."""
+        from transformers.image_transforms import get_size_with_aspect_ratio
+
+        processor = self.processor.image_processor
+        size = processor.size
+        if processor.do_resize and size.shortest_edge and size.longest_edge:
+            return get_size_with_aspect_ratio(image_shape[:2], size.shortest_edge, size.longest_edge)
+        return tuple(image_shape[:2])  # other size rules: only images of one shape surely match
 
     def preprocess(self, images: Sequence[np.ndarray], query: Query[GroundingDinoParams]) -> dict[str, Any]:
         """Pixels once for the batch, then token ids per caption chunk with each token's prompt index."""

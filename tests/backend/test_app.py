@@ -241,6 +241,34 @@ def test_tasks_are_batched_up_to_the_adapters_batch_size(client: FlaskClient, mo
     assert sizes == [4, 4, 2]  # max_batch_size 4
 
 
+def test_tasks_batch_only_with_images_that_answer_as_they_would_alone(
+    client: FlaskClient, tiny: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Grounding DINO pads a batch to its largest image, which changes the others' boxes: batch by resized size."""
+    from model_adapters.grounding_dino import GroundingDino
+
+    extra = {"detection": {"model_id": str(tiny("grounding_dino")), "score_threshold": 0.0, "nms_threshold": 1.0}}
+    client.post("/setup", json=setup_body(extra))
+    sizes = [(64, 48), (40, 30), (30, 40), (128, 96), (48, 64), (50, 50)]  # (w, h); resized: A A B A B C
+    tasks = [make_task(i, data_uri(w, h, seed=i)) for i, (w, h) in enumerate(sizes)]
+    alone = [client.post("/predict", json=predict_body([task])).json["results"][0] for task in tasks]
+    batches: list[int] = []
+    original = GroundingDino.__call__
+    monkeypatch.setattr(
+        GroundingDino, "__call__", lambda self, images, q: (batches.append(len(images)), original(self, images, q))[1]
+    )
+    together = client.post("/predict", json=predict_body(tasks)).json["results"]
+    assert batches == [3, 2, 1]
+    for one, many in zip(alone, together, strict=True):
+        assert len(one["result"]) == len(many["result"]) > 0
+        for a, b in zip(one["result"], many["result"], strict=True):
+            assert a["value"]["rectanglelabels"] == b["value"]["rectanglelabels"]
+            assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+            assert [a["value"][k] for k in ("x", "y", "width", "height")] == pytest.approx(
+                [b["value"][k] for k in ("x", "y", "width", "height")], abs=1e-3
+            )
+
+
 def test_few_shot_examples_reach_an_owl_model(client: FlaskClient, tiny: Any) -> None:
     example = {"image": data_uri(64, 48, seed=7), "x": 10, "y": 10, "width": 50, "height": 50}
     extra = {"detection": {"model": "owlv2", "model_id": str(tiny("owlv2")), "score_threshold": 0.0,
