@@ -31,7 +31,7 @@ import supervision as sv
 from model_adapters.base import AdapterLoadError
 from model_adapters.registry import register_adapter
 from model_adapters.segmentation import Click, MaskPrompt, PromptableSegmenter, masks_to_detections
-from model_adapters.torch_utils import CHANNELS_LAST, load_transformers_model, resolve_device
+from model_adapters.torch_utils import CHANNELS_LAST, load_transformers_model, missing_path, resolve_device
 
 __all__ = ["Sam", "SamDecoding", "SamOriginal", "SamParams", "TransformersSam", "decode_groups", "use_multimask"]
 
@@ -215,10 +215,8 @@ class SamOriginal(SamDecoding):
         self.dtype = torch.float32
         path = Path(self.spec.model_id).expanduser()
         if not path.is_file():
-            raise AdapterLoadError(
-                f"segment_anything: checkpoint {self.spec.model_id!r} not found; download e.g. "
-                f'{_ORIGINAL_URL}{self.variants[self.default_variant]} and set "model_id" to its path'
-            )
+            instead = f"a checkpoint downloaded from e.g. {_ORIGINAL_URL}{self.variants[self.default_variant]}"
+            raise missing_path("segment_anything", path, "file", instead)
         state = torch.load(path, map_location="cpu", weights_only=True)
         sizes = path.with_suffix(".json")
         if sizes.is_file():
