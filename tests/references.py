@@ -10,7 +10,7 @@ one mask on ``SEGMENT_BOX`` of the image.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,12 @@ PROMPTS = ("tabby", "remote control")  # words every tiny tokenizer can spell; I
 IMAGENET_CLASSES = (281, 761)  # "tabby, tabby cat", "remote control, remote"
 TEMPLATE = "a photo of a {}."  # ClassifierParams' default template
 LAYOUT = {"input_data_format": "channels_last"}
+
+
+def canonical(detections: sv.Detections) -> sv.Detections:
+    """Detections in a fixed order, best first: by score (to 5 decimals, so ties sort alike), then by box."""
+    xyxy = detections.xyxy
+    return detections[np.lexsort((*xyxy.T[::-1], -np.round(detections.confidence, 5)))]
 
 
 def segment_box(image: np.ndarray) -> list[float]:
@@ -90,6 +96,40 @@ def owl(adapter: Any, image: np.ndarray) -> sv.Detections:
         outputs, threshold=0.0, target_sizes=[size], text_labels=[list(PROMPTS)]
     )
     return _boxes(result, image)
+
+
+@torch.inference_mode()
+def owl_text_and_example_logits(
+    model: Any, model_dir: str, target: np.ndarray, texts: Sequence[str], example: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(boxes, texts + 1)`` logits on ``target`` and the boxes ``(boxes, 4)``, relative xyxy (OWLv2: of the
+    square ``target`` is padded to).
+
+    The logits are the processor's text queries, then HF's image-guided query.
+
+    The image-guided query is the class embedding of the example image's predicted box that best matches the whole
+    example image (OWLv2: the square it is padded to). OWLv2's own ``image_guided_detection`` takes the example's
+    most object-like box instead, whatever the box asked for, so for OWLv2 its steps run with OWL-ViT's
+    box-matching ``embed_image_query`` on OWLv2's weights.
+    """
+    from transformers import OwlViTForObjectDetection
+    from transformers.image_transforms import center_to_corners_format
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    text = processor(text=[list(texts)], images=target, return_tensors="pt", **LAYOUT)
+    guided = processor(images=target, query_images=example, return_tensors="pt", **LAYOUT)
+    text_outputs = model(**text)
+    text_logits = text_outputs.logits[0]
+    if isinstance(model, OwlViTForObjectDetection):
+        guided_logits = model.image_guided_detection(**guided).logits[0]
+    else:
+        query_map = model.image_embedder(pixel_values=guided["query_pixel_values"])[0]
+        target_map = model.image_embedder(pixel_values=guided["pixel_values"])[0]
+        query_feats, target_feats = (m.reshape(1, -1, m.shape[-1]) for m in (query_map, target_map))
+        query_embeds, _, _ = OwlViTForObjectDetection.embed_image_query(model, query_feats, query_map)
+        guided_logits = model.class_predictor(image_feats=target_feats, query_embeds=query_embeds)[0][0]
+    boxes = center_to_corners_format(text_outputs.pred_boxes[0])
+    return torch.cat([text_logits, guided_logits[:, :1]], dim=-1).numpy(), boxes.numpy()
 
 
 @torch.inference_mode()

@@ -11,7 +11,7 @@ from transformers import AutoProcessor
 
 from model_adapters import sam as sam_module
 from model_adapters.base import AdapterLoadError, ModelSpec
-from model_adapters.sam import Sam, SamOriginal, SamParams
+from model_adapters.sam import Sam, SamOriginal, SamParams, build_original_sam
 from model_adapters.segmentation import Click, EmbeddingCache, MaskPrompt
 from tests.helpers import image_array
 from tests.tiny_models import build_segment_anything, segment_anything_tiny_kwargs, tiny_segment_anything_model
@@ -175,6 +175,20 @@ def predictor_reference(model: torch.nn.Module, prompt: MaskPrompt, multimask: b
     best = scores.argmax(-1)
     rows = np.arange(len(best))
     return masks[rows, best], scores[rows, best]
+
+
+def test_the_sam_builder_at_its_defaults_is_segment_anythings_vit_b() -> None:
+    """``build_original_sam`` (which the tiny references share with the adapter) against the package's own builder."""
+    from segment_anything import sam_model_registry
+
+    def settings(model: torch.nn.Module) -> dict[str, dict]:  # every module's plain attributes (heads, sizes, ...)
+        plain = int | float | bool | str | tuple | list
+        return {name: {k: v for k, v in vars(m).items() if isinstance(v, plain)} for name, m in model.named_modules()}
+
+    with torch.device("meta"):  # architecture only: no 375 MB of weights
+        ours, theirs = build_original_sam().eval(), sam_model_registry["vit_b"]()  # the package builds in eval mode
+    assert repr(ours) == repr(theirs) and settings(ours) == settings(theirs)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
 
 
 def from_file(checkpoint: Path) -> torch.nn.Module:

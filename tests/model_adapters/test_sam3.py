@@ -81,6 +81,7 @@ def test_batch_equals_single_images(sam3: Sam3) -> None:
     images = [image_array(64, 48, seed=4), image_array(30, 50, seed=5)]
     for image, together in zip(images, sam3(images, query()), strict=True):
         (alone,) = sam3([image], query())
+        assert len(together) == len(alone) > 0
         np.testing.assert_array_equal(together.mask, alone.mask)
         np.testing.assert_array_equal(together.class_id, alone.class_id)
         np.testing.assert_allclose(together.confidence, alone.confidence, atol=1e-5)
