@@ -1,7 +1,8 @@
 """Model answers -> Label Studio result regions: rectangles, polygons, brush masks, choices.
 
 Pure functions: pixels in, JSON-ready dicts out. Coordinates are clipped to the image and expressed in percent
-of the displayed (EXIF-oriented) image, which is what Label Studio stores; brush masks use its RLE.
+of the displayed (EXIF-oriented) image, which is what Label Studio stores; brush masks use its RLE. Scores are
+clipped to [0, 1].
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def detections_to_rectangles(
                 "original_width": width,
                 "original_height": height,
                 "image_rotation": 0,
-                "score": float(score),
+                "score": _probability(score),
                 "value": {
                     "x": float(x1),
                     "y": float(y1),
@@ -83,6 +84,11 @@ def detections_to_rectangles(
             }
         )
     return regions
+
+
+def _probability(score: float) -> float:
+    """A region score within [0, 1], as Label Studio expects; a last guard for models that overshoot (NaN is 0)."""
+    return float(np.clip(np.nan_to_num(score), 0.0, 1.0))
 
 
 def task_score(regions: list[dict[str, Any]]) -> float:
@@ -106,7 +112,7 @@ def _base_region(
         "original_width": width,
         "original_height": height,
         "image_rotation": 0,
-        "score": float(score),
+        "score": _probability(score),
         "value": value,
     }
 
@@ -137,6 +143,6 @@ def choices_region(labels: list[str], score: float, *, from_name: str, to_name: 
         "from_name": from_name,
         "to_name": to_name,
         "type": "choices",
-        "score": float(score),
+        "score": _probability(score),
         "value": {"choices": labels},
     }

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +37,7 @@ from backend.models import ModelPool
 from backend.plan import Plan, TargetPlan
 from backend.prompts import ExampleRef
 from backend.segmentation import finish_masks, mask_regions
-from model_adapters.base import ExamplePrompt, Query, Task
+from model_adapters.base import Adapter, ExamplePrompt, Query, Task
 from model_adapters.segmentation import Click, MaskPrompt
 
 __all__ = ["Outcome", "RequestBudget", "Runner"]
@@ -366,8 +366,7 @@ class Runner:
                 state.errors.append(f"example image of control {target.target.control!r}: {exc}")
             return answers
         query = Query((*target.prompts, *examples), target.params)
-        for start in range(0, len(ready), adapter.max_batch_size):
-            batch = ready[start : start + adapter.max_batch_size]
+        for batch in _batches(ready, adapter):
             try:
                 results = self.pool.run(target.spec, [image.pixels for _, image in batch], query)
             except Exception as exc:
@@ -440,6 +439,21 @@ def _to_original(answer: sv.Detections, image: FetchedImage) -> sv.Detections:
         data=answer.data,
         metadata=answer.metadata,
     )
+
+
+def _batches(
+    ready: list[tuple[_TaskState, FetchedImage]], adapter: Adapter
+) -> Iterator[list[tuple[_TaskState, FetchedImage]]]:
+    """Batches of at most ``max_batch_size`` images sharing the adapter's ``batch_key``, in order of first sight.
+
+    Only images with equal keys answer in a batch as they would alone (e.g. no padding to another image's size).
+    """
+    groups: dict[Hashable, list[tuple[_TaskState, FetchedImage]]] = {}
+    for item in ready:
+        groups.setdefault(adapter.batch_key(item[1].pixels.shape), []).append(item)
+    for group in groups.values():
+        for start in range(0, len(group), adapter.max_batch_size):
+            yield group[start : start + adapter.max_batch_size]
 
 
 @dataclass(frozen=True)

@@ -48,18 +48,49 @@ def finish_masks(masks: sv.Detections, plan: TargetPlan, *, prompt_ids: bool) ->
 
 
 def polygons(mask: np.ndarray, post: SegmentationPost) -> list[np.ndarray]:
-    """Outer contours of a mask's parts (holes filled) as pixel polygons (N, 2), simplified; largest first."""
+    """Outlines of a mask's parts (holes filled) as pixel polygons (N, 2), simplified; largest first.
+
+    Outlines follow pixel edges, not pixel centres, so with ``polygon_tolerance`` 0 a polygon is exactly the
+    outline of the union of its part's pixel squares (an 8x8 square at the origin gives (0, 0), (8, 0), (8, 8),
+    (0, 8)) and covers the mask. They are traced on a grid of half-pixel steps: pixel centres at odd indices,
+    each pixel dilated onto its edges and corners; halving the traced indices gives pixel corners.
+    """
+    rows, cols = np.nonzero(mask)
+    if len(rows) == 0:
+        return []
+    top, left = rows.min(), cols.min()
+    crop = mask[top : rows.max() + 1, left : cols.max() + 1]
+    grid = np.zeros((2 * crop.shape[0] + 1, 2 * crop.shape[1] + 1), dtype=np.uint8)
+    grid[1::2, 1::2] = crop
+    grid = cv2.dilate(grid, np.ones((3, 3), dtype=np.uint8))
+    contours, _ = cv2.findContours(grid, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     parts = []
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     for contour in contours:
-        simplified = contour.reshape(-1, 2)
-        if post.polygon_tolerance > 0:
-            simplified = cv2.approxPolyDP(contour, post.polygon_tolerance, True).reshape(-1, 2)
-        area = cv2.contourArea(simplified.astype(np.float32))
-        if len(simplified) >= 3 and area >= post.min_area:
-            parts.append((area, simplified.astype(np.float64) + 0.5))  # pixel centres
+        outline = _rectilinear(contour.reshape(-1, 2), grid)
+        if post.polygon_tolerance > 0:  # in grid units: half pixels
+            outline = cv2.approxPolyDP(outline[:, None], 2 * post.polygon_tolerance, True).reshape(-1, 2)
+        points = outline / 2.0 + (left, top)
+        area = cv2.contourArea(points.astype(np.float32))
+        if len(points) >= 3 and area >= post.min_area:
+            parts.append((area, points))
     parts.sort(key=lambda item: -item[0])
     return [points for _, points in parts]
+
+
+def _rectilinear(contour: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """A traced contour (N, 2) of unit steps as the corners of its rectilinear outline.
+
+    8-connected tracing cuts each concave corner (and each pinch where parts touch at a corner) with a diagonal
+    step; the outline goes through the corner cell instead, the one of the two cells beside the step that is set.
+    """
+    following = np.roll(contour, -1, axis=0)
+    diagonal = np.nonzero((following != contour).all(axis=1))[0]
+    one = np.column_stack([following[diagonal, 0], contour[diagonal, 1]])
+    other = np.column_stack([contour[diagonal, 0], following[diagonal, 1]])
+    corners = np.where(grid[one[:, 1], one[:, 0]][:, None] > 0, one, other)
+    points = np.insert(contour, diagonal + 1, corners, axis=0)
+    turns = np.sign(points - np.roll(points, 1, axis=0)) != np.sign(np.roll(points, -1, axis=0) - points)
+    return points[turns.any(axis=1)]
 
 
 def mask_regions(

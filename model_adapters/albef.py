@@ -34,7 +34,7 @@ from model_adapters.classification import (
     classification_detections,
 )
 from model_adapters.registry import register_adapter
-from model_adapters.torch_utils import resolve_device, resolve_dtype
+from model_adapters.torch_utils import missing_path, resolve_device, resolve_dtype
 
 __all__ = ["Albef", "AlbefParams", "albef_cache_dir", "itm_rerank", "pre_caption"]
 
@@ -191,10 +191,12 @@ class Albef(ContrastiveClassifier):
         model_id = self.spec.model_id
         if not _is_url(model_id):
             path = Path(model_id).expanduser()
+            instead = f"an http(s) URL such as {self.variants[self.default_variant]!r}"
+            if not path.exists():
+                raise missing_path("albef", path, "file", instead)
             if not path.is_file():
                 raise AdapterLoadError(
-                    f"albef: checkpoint {model_id!r} is not a file; model_id must be an ALBEF .pth path or an "
-                    f"http(s) URL such as {self.variants[self.default_variant]!r}"
+                    f"albef: checkpoint {model_id!r} is not a file; model_id must be an ALBEF .pth path or {instead}"
                 )
             return path
         cached = _cached_path(model_id)

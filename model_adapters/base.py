@@ -7,8 +7,10 @@ strings, never Label Studio JSON, and answers with one ``supervision.Detections`
     load() -> preprocess(images, query) -> forward(batch) -> postprocess(raw, images, query)
 
 ``forward`` wraps the adapter's ``_forward`` with ``torch.inference_mode`` and device placement, so adapter
-files hold only the model call. This module never imports torch at import time: the server lists and
-configures adapters on machines without it.
+files hold only the model call. Adapters pass images to transformers processors with
+``input_data_format="channels_last"``: left to guess, a processor reads an image 1, 3 or 4 px tall as
+channels-first. This module never imports torch at import time: the server lists and configures adapters on
+machines without it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypeVar
@@ -172,6 +174,15 @@ class Adapter(ABC, Generic[P]):
     @abstractmethod
     def postprocess(self, raw: Any, images: Sequence[np.ndarray], query: Query[P]) -> list[sv.Detections]:
         """Turn model outputs into one ``Detections`` per image, in pixels of the original image."""
+
+    def batch_key(self, image_shape: tuple[int, ...]) -> Hashable:
+        """Images with equal keys may share a batch; by default all may.
+
+        An adapter whose answer for an image depends on the other images of its batch (through padding to a
+        common size, say) returns what decides it, so the server batches only images that answer as they would
+        alone.
+        """
+        return None
 
     def forward(self, batch: Mapping[str, Any]) -> Any:
         """Place the batch on the model's device, run ``_forward`` without autograd, bring tensors back to CPU."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from model_adapters.classification import ContrastiveClassifier
 from model_adapters.registry import register_adapter
-from model_adapters.torch_utils import load_transformers_model
+from model_adapters.torch_utils import CHANNELS_LAST, load_transformers_model
 
 __all__ = ["AltClip", "Clip", "ClipLike", "pooled"]
 
@@ -31,9 +31,10 @@ class ClipLike(ContrastiveClassifier):
 
     def preprocess_images(self, images: Sequence[np.ndarray]) -> dict[str, Any]:
         """The checkpoint's own resize, crop and normalisation."""
-        return {
-            "pixel_values": self.processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
-        }
+        inputs = self.processor.image_processor(
+            images=list(images), return_tensors="pt", input_data_format=CHANNELS_LAST
+        )
+        return {"pixel_values": inputs["pixel_values"]}
 
     def encode_images(self, batch: Mapping[str, Any]) -> Any:
         """Projected, L2-normalised image embeddings."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -32,13 +33,13 @@ import supervision as sv
 from model_adapters.base import Adapter, AdapterLoadError, Query, Task
 from model_adapters.classification import ClassifierParams, classification_detections
 from model_adapters.registry import register_adapter
-from model_adapters.torch_utils import resolve_device, resolve_dtype
+from model_adapters.torch_utils import local_path, missing_path, resolve_device, resolve_dtype
 
 __all__ = ["FastVit", "imagenet_class_index"]
 
 logger = logging.getLogger(__name__)
 
-_SCHEMAS = ("hf-hub:", "local-dir:")
+_INSTEAD = "a timm id such as 'fastvit_t8.apple_in1k' or 'fastvit_t8:/path/to/weights.safetensors'"
 _NUM_CLASSES = 1000
 
 
@@ -144,15 +145,13 @@ def _create_model(model_id: str) -> Any:
     import timm
 
     source, kwargs, repo = model_id, {}, "timm/<name.tag>"
-    if os.path.isdir(model_id):
-        source = f"local-dir:{model_id}"
-    elif not model_id.startswith(_SCHEMAS):
+    if model_id.startswith("local-dir:"):
+        source = _folder(model_id, Path(model_id.removeprefix("local-dir:")).expanduser())
+    elif ":" not in model_id and (folder := local_path(model_id)) is not None:
+        source = _folder(model_id, folder)
+    elif not model_id.startswith("hf-hub:"):
         name, sep, path = model_id.partition(":")
         arch, _, tag = name.partition(".")
-        if not sep and os.path.exists(model_id):
-            raise AdapterLoadError(
-                f"fastvit: {model_id!r} is a file; name its architecture too, e.g. 'fastvit_t8:{model_id}'"
-            )
         if not timm.is_model(arch):
             known = ", ".join(n for n in timm.list_pretrained("fastvit*") if "in1k" in n)
             raise AdapterLoadError(f"fastvit: unknown timm model {arch!r}; FastViT ImageNet-1k weights: {known}")
@@ -160,18 +159,32 @@ def _create_model(model_id: str) -> Any:
         if tag and name not in tags:
             raise AdapterLoadError(f"fastvit: unknown weights tag {tag!r} for {arch}; it has: {', '.join(tags)}")
         if sep:
-            if not os.path.isfile(path):
-                raise AdapterLoadError(f"fastvit: no weights file at {path!r} (model_id {model_id!r})")
-            source, kwargs = name, {"pretrained_cfg_overlay": {"file": path}}
+            file = Path(path).expanduser()
+            if not file.is_file():
+                raise missing_path("fastvit", file, "file", _INSTEAD)
+            source, kwargs = name, {"pretrained_cfg_overlay": {"file": str(file)}}
         else:
             repo = timm.models.get_pretrained_cfg(name).hf_hub_id or repo
     try:
         return timm.create_model(source, pretrained=True, **kwargs)
     except (OSError, RuntimeError, ValueError) as exc:
         reason = " ".join(str(exc).split()).rstrip(".")
+        if source.startswith("local-dir:"):
+            raise AdapterLoadError(f"fastvit: could not load the folder {model_id!r}: {reason}") from exc
         offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
         raise AdapterLoadError(
             f"fastvit: could not load {model_id!r}{offline}: {reason}. Download it once where the Hub is "
             f"reachable (cached under HF_HOME), or `hf download {repo} --local-dir /models/x` and set "
             f'"model_id": "local-dir:/models/x".'
         ) from exc
+
+
+def _folder(model_id: str, path: Path) -> str:
+    """The timm name of a model folder, which must exist (a weights file needs its architecture named)."""
+    if path.is_file():
+        raise AdapterLoadError(
+            f"fastvit: {model_id!r} is a file; name its architecture too, e.g. 'fastvit_t8:{model_id}'"
+        )
+    if not path.is_dir():
+        raise missing_path("fastvit", path, "directory", _INSTEAD)
+    return f"local-dir:{path}"

@@ -6,12 +6,16 @@ encoder's limit are split into as few chunks as fit. ``per_prompt`` mode runs on
 transformers zero-shot pipeline does; it exists for parity checks and for prompts that interfere.
 
 Scores follow the reference post-processing: a query's score is its best token probability, and the box
-is assigned to the prompt whose tokens hold the highest probability.
+is assigned to the prompt whose tokens hold the highest probability. Boxes are clipped to the image (the
+reference leaves them as predicted, reaching past the edge).
+
+Padding changes the backbone's features, so an image's answer depends on the other images of its batch
+unless they are all resized to one size: ``batch_key`` is that size, and the server batches only equal keys.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,7 +24,7 @@ import supervision as sv
 
 from model_adapters.base import CLASS_NAME_DATA_FIELD, Adapter, Query, Task
 from model_adapters.registry import register_adapter
-from model_adapters.torch_utils import load_transformers_model
+from model_adapters.torch_utils import CHANNELS_LAST, load_transformers_model
 
 __all__ = ["GroundingDino", "GroundingDinoParams"]
 
@@ -68,9 +72,21 @@ class GroundingDino(Adapter[GroundingDinoParams]):
         )
         self.max_text_len = int(self.model.config.max_text_len)
 
+    def batch_key(self, image_shape: tuple[int, ...]) -> Hashable:
+        """The size the processor resizes an image to: images of one size are not padded, so they batch exactly."""
+        from transformers.image_transforms import get_size_with_aspect_ratio
+
+        processor = self.processor.image_processor
+        size = processor.size
+        if processor.do_resize and size.shortest_edge and size.longest_edge:
+            return get_size_with_aspect_ratio(image_shape[:2], size.shortest_edge, size.longest_edge)
+        return tuple(image_shape[:2])  # other size rules: only images of one shape surely match
+
     def preprocess(self, images: Sequence[np.ndarray], query: Query[GroundingDinoParams]) -> dict[str, Any]:
         """Pixels once for the batch, then token ids per caption chunk with each token's prompt index."""
-        pixels = self.processor.image_processor(images=list(images), return_tensors="pt")
+        pixels = self.processor.image_processor(
+            images=list(images), return_tensors="pt", input_data_format=CHANNELS_LAST
+        )
         if query.params.prompt_mode == "per_prompt":
             captions = [([i], prompt) for i, prompt in enumerate(query.prompts)]
         else:
@@ -96,7 +112,7 @@ class GroundingDino(Adapter[GroundingDinoParams]):
     def postprocess(
         self, raw: list[dict[str, Any]], images: Sequence[np.ndarray], query: Query[GroundingDinoParams]
     ) -> list[sv.Detections]:
-        """Threshold, assign each box to its best prompt, scale to pixels, merge the chunks."""
+        """Threshold, assign each box to its best prompt, scale to pixels and clip to the image, merge the chunks."""
         import torch
         from transformers.image_transforms import center_to_corners_format
 
@@ -115,11 +131,12 @@ class GroundingDino(Adapter[GroundingDinoParams]):
             keep = (scores > params.score_threshold) & (span_best > params.text_threshold)
             for b, image in enumerate(images):
                 height, width = image.shape[:2]
+                size = np.asarray([width, height, width, height], dtype=np.float32)
                 k = keep[b]
                 class_id = np.asarray(prompt_ids, dtype=int)[span_arg[b][k].numpy()]
                 per_image[b].append(
                     sv.Detections(
-                        xyxy=(boxes[b][k] * torch.tensor([width, height, width, height])).numpy(),
+                        xyxy=np.clip(boxes[b][k].numpy() * size, 0, size).astype(np.float32),
                         confidence=scores[b][k].numpy(),
                         class_id=class_id,
                         data={CLASS_NAME_DATA_FIELD: np.asarray([query.prompts[i] for i in class_id], dtype=object)},

@@ -17,7 +17,7 @@ import supervision as sv
 
 from model_adapters.base import CLASS_NAME_DATA_FIELD, Adapter, Query, Task
 from model_adapters.registry import register_adapter
-from model_adapters.torch_utils import load_transformers_model
+from model_adapters.torch_utils import CHANNELS_LAST, load_transformers_model
 
 __all__ = ["OmDetTurbo", "OmDetTurboParams"]
 
@@ -51,7 +51,9 @@ class OmDetTurbo(Adapter[OmDetTurboParams]):
     def preprocess(self, images: Sequence[np.ndarray], query: Query[OmDetTurboParams]) -> Mapping[str, Any]:
         """Pixels plus class and task token ids, the same prompts for every image."""
         prompts = [str(p) for p in query.prompts]
-        return self.processor(images=list(images), text=[prompts] * len(images), return_tensors="pt")
+        return self.processor(
+            images=list(images), text=[prompts] * len(images), return_tensors="pt", input_data_format=CHANNELS_LAST
+        )
 
     def _forward(self, batch: Mapping[str, Any]) -> Any:
         return self.model(**batch)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,11 +33,11 @@ import numpy as np
 from model_adapters.base import AdapterLoadError
 from model_adapters.classification import ContrastiveClassifier
 from model_adapters.registry import register_adapter
-from model_adapters.torch_utils import resolve_device, resolve_dtype
+from model_adapters.torch_utils import local_path, missing_path, resolve_device, resolve_dtype
 
 __all__ = ["OpenClip", "parse_model_id"]
 
-_SCHEMAS = ("local-dir:", "hf-hub:")
+_INSTEAD = "an open_clip id such as 'ViT-B-32/openai' or 'ViT-B-32:/path/to/checkpoint.pt'"
 
 
 def parse_model_id(model_id: str) -> tuple[str, str | None]:
@@ -48,21 +49,25 @@ def parse_model_id(model_id: str) -> tuple[str, str | None]:
     """
     import open_clip
 
-    if model_id.startswith(_SCHEMAS):
+    if model_id.startswith("hf-hub:"):
         return model_id, None
-    if os.path.isdir(model_id):
-        return f"local-dir:{model_id}", None
-    if os.path.isfile(model_id):
+    if model_id.startswith("local-dir:"):
+        return _folder(Path(model_id.removeprefix("local-dir:")).expanduser()), None
+    name, colon, file = model_id.partition(":")
+    if colon and "/" not in name:  # <architecture>:<checkpoint file>
+        _check_architecture(name, open_clip.list_models())
+        path = Path(file).expanduser()
+        if not path.is_file():
+            raise missing_path("openclip", path, "file", _INSTEAD)
+        return name, str(path)
+    path = local_path(model_id)
+    if path is not None and path.is_file():
         raise AdapterLoadError(
             f"openclip: {model_id!r} is a file; name its architecture too, e.g. 'ViT-B-32:{model_id}' "
             f"(architectures: open_clip.list_models())"
         )
-    if ":" in model_id:
-        name, _, path = model_id.partition(":")
-        _check_architecture(name, open_clip.list_models())
-        if not os.path.isfile(path):
-            raise AdapterLoadError(f"openclip: no checkpoint file at {path!r} (model_id {model_id!r})")
-        return name, path
+    if path is not None:
+        return _folder(path), None
     name, _, tag = model_id.partition("/")
     pairs = open_clip.list_pretrained()
     _check_architecture(name, sorted({arch for arch, _ in pairs}))
@@ -75,6 +80,13 @@ def parse_model_id(model_id: str) -> tuple[str, str | None]:
             f'Local weights: "{name}:/path/to/checkpoint.pt" or "local-dir:/path/to/folder"'
         )
     return name, tag
+
+
+def _folder(path: Path) -> str:
+    """open_clip's name for a model folder, which must exist."""
+    if not path.is_dir():
+        raise missing_path("openclip", path, "directory", _INSTEAD)
+    return f"local-dir:{path}"
 
 
 def _check_architecture(name: str, known: Sequence[str]) -> None:

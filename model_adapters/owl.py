@@ -23,7 +23,7 @@ import supervision as sv
 
 from model_adapters.base import CLASS_NAME_DATA_FIELD, Adapter, ExamplePrompt, Query, Task
 from model_adapters.registry import register_adapter
-from model_adapters.torch_utils import load_transformers_model
+from model_adapters.torch_utils import CHANNELS_LAST, load_transformers_model
 
 __all__ = ["OwlParams", "OwlV2", "OwlViT"]
 
@@ -57,7 +57,9 @@ class _Owl(Adapter[OwlParams]):
 
     def preprocess(self, images: Sequence[np.ndarray], query: Query[OwlParams]) -> dict[str, Any]:
         """Pixels for the batch; prompts pass through to ``_forward``, which embeds them (cached)."""
-        pixels = self.processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        pixels = self.processor.image_processor(
+            images=list(images), return_tensors="pt", input_data_format=CHANNELS_LAST
+        )["pixel_values"]
         return {"pixel_values": pixels, "prompts": query.prompts}
 
     def _forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
@@ -145,8 +147,8 @@ class _Owl(Adapter[OwlParams]):
         """Every patch's class embedding ``(P, D)`` and predicted box ``(P, 4)``, relative xyxy."""
         from transformers.image_transforms import center_to_corners_format
 
-        pixels = self.processor.image_processor(images=[image], return_tensors="pt")["pixel_values"]
-        feature_map, _ = self.model.image_embedder(pixel_values=pixels.to(self.device, self.dtype))
+        inputs = self.processor.image_processor(images=[image], return_tensors="pt", input_data_format=CHANNELS_LAST)
+        feature_map, _ = self.model.image_embedder(pixel_values=inputs["pixel_values"].to(self.device, self.dtype))
         b, h, w, d = feature_map.shape
         image_feats = feature_map.reshape(b, h * w, d)
         _, class_embeds = self.model.class_predictor(image_feats)

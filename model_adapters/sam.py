@@ -12,7 +12,8 @@ Decode rules (shared by SAM 2, see ``decode_groups`` and ``use_multimask``):
 - ``multimask="auto"`` (SAM's own advice): a single click without a box is ambiguous (part or whole?), so the
   decoder proposes three masks and the one with the highest predicted IoU is kept; every other prompt asks for
   the single-mask output. ``"always"``/``"never"`` force one way.
-- Confidence is the decoder's predicted IoU of the kept mask.
+- Confidence is the decoder's predicted IoU of the kept mask, clipped to [0, 1]: the IoU head is a plain
+  regression, which can predict a little below 0 or above 1, and scores must be probabilities.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import supervision as sv
 from model_adapters.base import AdapterLoadError
 from model_adapters.registry import register_adapter
 from model_adapters.segmentation import Click, MaskPrompt, PromptableSegmenter, masks_to_detections
-from model_adapters.torch_utils import load_transformers_model, resolve_device
+from model_adapters.torch_utils import CHANNELS_LAST, load_transformers_model, missing_path, resolve_device
 
 __all__ = ["Sam", "SamDecoding", "SamOriginal", "SamParams", "TransformersSam", "decode_groups", "use_multimask"]
 
@@ -86,7 +87,7 @@ class SamDecoding(PromptableSegmenter[SamParams]):
     def decode(
         self, embedding: Mapping[str, Any], image: np.ndarray, prompt: MaskPrompt, params: SamParams | None = None
     ) -> sv.Detections:
-        """One mask per box (one decoder call for all), one for the clicks; see the module docstring.
+        """One mask per box (one decoder call for all), one for the clicks, scored by predicted IoU in [0, 1].
 
         ``params`` defaults to ``SamParams()``.
         """
@@ -97,7 +98,7 @@ class SamDecoding(PromptableSegmenter[SamParams]):
             group_masks, group_scores = self._predict(embedding, boxes, clicks, multimask, params.mask_threshold)
             masks.append(group_masks)
             scores.append(group_scores)
-        return masks_to_detections(np.concatenate(masks), np.concatenate(scores))
+        return masks_to_detections(np.concatenate(masks), np.clip(np.concatenate(scores), 0.0, 1.0))
 
     @abstractmethod
     def _predict(
@@ -123,7 +124,7 @@ class TransformersSam(SamDecoding):
 
     def embed_image(self, image: np.ndarray) -> dict[str, Any]:
         """Image embedding plus the sizes ``decode`` needs to map pixels in and masks out."""
-        inputs = self.processor.image_processor(images=image, return_tensors="pt")
+        inputs = self.processor.image_processor(images=image, return_tensors="pt", input_data_format=CHANNELS_LAST)
         pixels = inputs["pixel_values"].to(self.device, self.dtype)
         return {"embeddings": self.model.get_image_embeddings(pixels), **self._sizes(inputs, image.shape[:2])}
 
@@ -214,10 +215,8 @@ class SamOriginal(SamDecoding):
         self.dtype = torch.float32
         path = Path(self.spec.model_id).expanduser()
         if not path.is_file():
-            raise AdapterLoadError(
-                f"segment_anything: checkpoint {self.spec.model_id!r} not found; download e.g. "
-                f'{_ORIGINAL_URL}{self.variants[self.default_variant]} and set "model_id" to its path'
-            )
+            instead = f"a checkpoint downloaded from e.g. {_ORIGINAL_URL}{self.variants[self.default_variant]}"
+            raise missing_path("segment_anything", path, "file", instead)
         state = torch.load(path, map_location="cpu", weights_only=True)
         sizes = path.with_suffix(".json")
         if sizes.is_file():

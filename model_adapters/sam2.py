@@ -2,7 +2,7 @@
 
 Same contract and decode rules as SAM (see ``model_adapters.sam``): the Hiera encoder runs once per image and its
 three feature levels are cached; boxes share one decoder call; clicks make one mask; a lone click gets the best
-of three masks by predicted IoU. Two differences from SAM: the image is resized to a square without padding, so
+of three masks by predicted IoU, and scores are predicted IoUs clipped to [0, 1]. Two differences from SAM: the image is resized to a square without padding, so
 coordinates scale per axis to ``processor.target_size``, and masks are upscaled straight to the image size.
 Points are ``(image, object, point, xy)`` tensors, the processor's 4-level nesting.
 """

@@ -19,7 +19,7 @@ import supervision as sv
 
 from model_adapters.base import CLASS_NAME_DATA_FIELD, Adapter, AdapterError, Query, Task
 from model_adapters.registry import register_adapter
-from model_adapters.torch_utils import load_transformers_model
+from model_adapters.torch_utils import CHANNELS_LAST, load_transformers_model
 
 __all__ = ["Sam3", "Sam3Params"]
 
@@ -61,7 +61,9 @@ class Sam3(Adapter[Sam3Params]):
         """Pixels for the batch; the prompts pass through to ``_forward``, which embeds them (cached)."""
         if not all(isinstance(p, str) for p in query.prompts):
             raise AdapterError("sam3 takes text prompts only, not example boxes")
-        pixels = self.processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        pixels = self.processor.image_processor(
+            images=list(images), return_tensors="pt", input_data_format=CHANNELS_LAST
+        )["pixel_values"]
         return {"pixel_values": pixels, "prompts": tuple(query.prompts)}
 
     def _forward(self, batch: Mapping[str, Any]) -> list[list[Any]]:
@@ -91,7 +93,10 @@ class Sam3(Adapter[Sam3Params]):
     def postprocess(
         self, raw: list[list[Any]], images: Sequence[np.ndarray], query: Query[Sam3Params]
     ) -> list[sv.Detections]:
-        """Per prompt: score threshold, masks upscaled to the image and binarised; ``class_id`` = prompt index."""
+        """Per prompt: score threshold, masks upscaled to the image and binarised, boxes clipped to it.
+
+        ``class_id`` is the prompt index.
+        """
         out = []
         for image, chunks in zip(images, raw, strict=True):
             size = image.shape[:2]
@@ -108,7 +113,7 @@ class Sam3(Adapter[Sam3Params]):
             class_id = np.asarray([i for i, r in enumerate(found) for _ in range(len(r["scores"]))], dtype=int)
             out.append(
                 sv.Detections(
-                    xyxy=_stack(found, "boxes", (4,)),
+                    xyxy=np.clip(_stack(found, "boxes", (4,)), 0, [size[1], size[0], size[1], size[0]]),
                     mask=_stack(found, "masks", size) > 0,
                     confidence=_stack(found, "scores", ()),
                     class_id=class_id,

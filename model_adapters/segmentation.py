@@ -6,7 +6,7 @@ image key, so the second click on an image costs only the decoder. Nothing about
 model between calls (no ``set_image`` state), so concurrent requests on different images cannot mix.
 
 Answers are ``supervision.Detections`` with ``mask`` (N, H, W) bool at the image's size, ``xyxy`` the masks'
-bounding boxes, and ``confidence`` the model's predicted mask quality.
+bounding boxes, and ``confidence`` the model's predicted mask quality, in [0, 1].
 """
 
 from __future__ import annotations

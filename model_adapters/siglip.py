@@ -22,6 +22,7 @@ import numpy as np
 
 from model_adapters.clip import ClipLike, pooled
 from model_adapters.registry import register_adapter
+from model_adapters.torch_utils import CHANNELS_LAST
 
 __all__ = ["Siglip", "Siglip2"]
 
@@ -40,7 +41,7 @@ class _SiglipLike(ClipLike):
         The processor, not its image processor, is called because ``Siglip2Processor``'s class defaults
         (``max_num_patches=256``, ``patch_size=16``) take precedence over the saved image-processor values.
         """
-        return dict(self.processor(images=list(images), return_tensors="pt"))
+        return dict(self.processor(images=list(images), return_tensors="pt", input_data_format=CHANNELS_LAST))
 
     def encode_images(self, batch: Mapping[str, Any]) -> Any:
         """Projected, L2-normalised image embeddings."""

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from model_adapters.base import Adapter, AdapterLoadError, ModelSpec, ResizeRule, Task
 
 __all__ = [
+    "CHANNELS_LAST",
     "check_device",
     "from_pretrained",
     "load_transformers_model",
+    "local_path",
+    "missing_path",
     "resize_rule_of",
     "resolve_device",
     "resolve_dtype",
@@ -19,6 +23,9 @@ __all__ = [
 ]
 
 _DTYPES = ("float32", "float16", "bfloat16")
+# ``input_data_format`` for transformers image processors: adapters hand them (H, W, 3) arrays. Left to guess,
+# a processor reads an image 1, 3 or 4 px tall as channels-first, and transposes it or fails.
+CHANNELS_LAST = "channels_last"
 
 
 def resolve_device(name: str) -> str:
@@ -112,20 +119,65 @@ def to_device(obj: Any, device: str, dtype: Any) -> Any:
     return obj
 
 
+def local_path(model_id: str) -> Path | None:
+    """``model_id`` as a local path when it clearly is one, else ``None`` (then it is a hub id).
+
+    Clearly a path: absolute; starting with ``./``, ``../`` or ``~``; more than one ``/`` (hub ids are
+    ``org/name``); or something that exists, or whose parent directory exists. ``~`` is expanded.
+    """
+    path = Path(model_id).expanduser()
+    if (
+        path.is_absolute()
+        or model_id.startswith(("./", "../", "~"))
+        or model_id.count("/") > 1
+        or path.exists()
+        or (path.parent != Path(".") and path.parent.is_dir())
+    ):
+        return path
+    return None
+
+
+def missing_path(adapter: str, path: Path, kind: str, instead: str) -> AdapterLoadError:
+    """The error for a ``model_id`` naming a local file or directory that is not there, with what to check.
+
+    Args:
+        adapter: Adapter name, for the message.
+        path: The path that does not exist.
+        kind: ``"file"`` or ``"directory"``.
+        instead: What else ``model_id`` may be, e.g. ``"a Hugging Face hub id such as 'org/name'"``.
+    """
+    where = "" if path.is_absolute() else f" (relative to its working directory {os.getcwd()})"
+    return AdapterLoadError(
+        f"{adapter}: no such {kind}: {path}. model_id paths are read on the prelabel server{where}: check the "
+        f"path and that it is mounted there, or use {instead}"
+    )
+
+
 def from_pretrained(loader: Callable[..., Any], spec: ModelSpec, **kwargs: Any) -> Any:
     """Call a ``from_pretrained``-style loader, turning failures into an error that says what to do.
 
-    A hub id that cannot be fetched (offline, private, typo) gets a message naming the id and how to point
-    prelabel at a local copy instead.
+    A ``model_id`` that is clearly a local path (see ``local_path``) must be a directory there; a hub id that
+    cannot be fetched (offline, private, typo) gets a message naming the id and how to point prelabel at a local
+    copy instead.
     """
+    path = local_path(spec.model_id)
+    if path is not None and not path.exists():
+        raise missing_path(spec.adapter, path, "directory", "a Hugging Face hub id such as 'org/name'")
+    if path is not None and not path.is_dir():
+        raise AdapterLoadError(
+            f"{spec.adapter}: {path} is a file; model_id must be the model's directory (config.json and weights, "
+            "as save_pretrained or `hf download` write it)"
+        )
+    source = spec.model_id if path is None else str(path)
     try:
-        return loader(spec.model_id, **kwargs)
+        return loader(source, **kwargs)
     except (OSError, ValueError) as exc:
         reason = " ".join(str(exc).split()).rstrip(".")
-        where = "a local directory" if os.path.isdir(spec.model_id) else "a Hugging Face hub id"
+        if path is not None:
+            raise AdapterLoadError(f"{spec.adapter}: could not load the local directory {path}: {reason}") from exc
         offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
         raise AdapterLoadError(
-            f"{spec.adapter}: could not load {spec.model_id!r} as {where}{offline}: {reason}. "
+            f"{spec.adapter}: could not load {spec.model_id!r} as a Hugging Face hub id{offline}: {reason}. "
             f"Download it once (e.g. `hf download {spec.model_id} --local-dir /models/x`) and set "
             f'"model_id": "/models/x" in the project\'s extra_params or PRELABEL_DEFAULTS.'
         ) from exc

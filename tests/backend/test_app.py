@@ -17,7 +17,8 @@ from backend.app import create_app
 from backend.settings import ServerSettings
 from model_adapters.base import Query
 from tests.fakes import SLOW_LOAD_S, SlowFakeDetector
-from tests.helpers import RECT_CONFIG, data_uri, make_task
+from tests.helpers import RECT_CONFIG, data_uri, image_array, make_task
+from tests.references import owl_text_and_example_logits
 
 
 def make_client(tmp_path: Path, **settings: Any) -> FlaskClient:
@@ -247,14 +248,87 @@ def test_tasks_are_batched_up_to_the_adapters_batch_size(client: FlaskClient, mo
     assert sizes == [4, 4, 2]  # max_batch_size 4
 
 
-def test_few_shot_examples_reach_an_owl_model(client: FlaskClient, tiny: Any) -> None:
-    example = {"image": data_uri(64, 48, seed=7), "x": 10, "y": 10, "width": 50, "height": 50}
-    extra = {"detection": {"model": "owlv2", "model_id": str(tiny("owlv2")), "score_threshold": 0.0,
+def test_tasks_batch_only_with_images_that_answer_as_they_would_alone(
+    client: FlaskClient, tiny: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Grounding DINO pads a batch to its largest image, which changes the others' boxes: batch by resized size."""
+    from model_adapters.grounding_dino import GroundingDino
+
+    extra = {"detection": {"model_id": str(tiny("grounding_dino")), "score_threshold": 0.0, "nms_threshold": 1.0}}
+    client.post("/setup", json=setup_body(extra))
+    sizes = [(64, 48), (40, 30), (30, 40), (128, 96), (48, 64), (50, 50)]  # (w, h); resized: A A B A B C
+    tasks = [make_task(i, data_uri(w, h, seed=i)) for i, (w, h) in enumerate(sizes)]
+    alone = [client.post("/predict", json=predict_body([task])).json["results"][0] for task in tasks]
+    batches: list[int] = []
+    original = GroundingDino.__call__
+    monkeypatch.setattr(
+        GroundingDino, "__call__", lambda self, images, q: (batches.append(len(images)), original(self, images, q))[1]
+    )
+    together = client.post("/predict", json=predict_body(tasks)).json["results"]
+    assert batches == [3, 2, 1]
+    for one, many in zip(alone, together, strict=True):
+        assert len(one["result"]) == len(many["result"]) > 0
+        for a, b in zip(one["result"], many["result"], strict=True):
+            assert a["value"]["rectanglelabels"] == b["value"]["rectanglelabels"]
+            assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+            assert [a["value"][k] for k in ("x", "y", "width", "height")] == pytest.approx(
+                [b["value"][k] for k in ("x", "y", "width", "height")], abs=1e-3
+            )
+
+
+@pytest.fixture(scope="module")
+def owlv2_dir(tiny: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny OWLv2 with its box head scaled down 100x, so its boxes are the patch grid.
+
+    Random weights saturate the box sigmoids into boxes of (almost) zero width, which the encoder drops.
+    """
+    import torch
+    from transformers import AutoProcessor, Owlv2ForObjectDetection
+
+    model = Owlv2ForObjectDetection.from_pretrained(tiny("owlv2"))
+    with torch.no_grad():
+        for parameter in model.box_head.parameters():
+            parameter.mul_(0.01)
+    path = tmp_path_factory.mktemp("owlv2_grid")
+    model.save_pretrained(path)
+    AutoProcessor.from_pretrained(tiny("owlv2")).save_pretrained(path)
+    return path
+
+
+def test_few_shot_examples_label_the_boxes_they_match_best(client: FlaskClient, owlv2_dir: Path) -> None:
+    """Each box gets the label of its best query: Cat's texts, Remote's text, or Remote's example box.
+
+    The expected answer is OWLv2's text queries and HF's image-guided query for the example (the whole image).
+    """
+    import torch
+    from transformers import Owlv2ForObjectDetection
+
+    example = {"image": data_uri(48, 48, seed=7), "x": 0, "y": 0, "width": 100, "height": 100}
+    extra = {"detection": {"model": "owlv2", "model_id": str(owlv2_dir), "score_threshold": 0.0,
                            "nms_threshold": 1.0}, "examples": {"Remote": [example]}}  # fmt: skip
     client.post("/setup", json=setup_body(extra))
-    (entry,) = client.post("/predict", json=predict_body([make_task(1, data_uri())])).json["results"]
-    assert entry["result"] and LabelInterface(RECT_CONFIG).validate_prediction(entry)
-    assert {r["value"]["rectanglelabels"][0] for r in entry["result"]} <= {"Cat", "Remote"}
+    (entry,) = client.post("/predict", json=predict_body([make_task(1, data_uri(64, 48))])).json["results"]
+    assert LabelInterface(RECT_CONFIG).validate_prediction(entry)
+
+    model = Owlv2ForObjectDetection.from_pretrained(owlv2_dir).eval()
+    texts = ("a cat", "cat", "Remote")  # Cat's predicted_values, then Remote's label
+    logits, boxes = owl_text_and_example_logits(
+        model, str(owlv2_dir), image_array(64, 48), texts, image_array(48, 48, 7)
+    )
+    best, scores = logits.argmax(-1), torch.from_numpy(logits.max(-1)).sigmoid().numpy()
+    boxes = np.clip(boxes * 64, 0, [64, 48, 64, 48]) / [64, 48, 64, 48] * 100  # of the padded square -> percent
+    kept = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & (scores > 0)
+    assert (best[kept] == 3).sum() >= 2 and (best[kept] < 3).sum() >= 2  # the example wins boxes, texts others
+    labels = np.array(["Cat", "Cat", "Remote", "Remote"])[best]
+    expected = sorted(zip(labels[kept], scores[kept], *boxes[kept].T, strict=True))
+    got = sorted(
+        (r["value"]["rectanglelabels"][0], r["score"], r["value"]["x"], r["value"]["y"],
+         r["value"]["x"] + r["value"]["width"], r["value"]["y"] + r["value"]["height"]) for r in entry["result"]
+    )  # fmt: skip
+    assert len(got) == len(expected)
+    for (label, score, *box), (want_label, want_score, *want_box) in zip(got, expected, strict=True):
+        assert label == want_label and score == pytest.approx(want_score, abs=1e-5)
+        assert box == pytest.approx(want_box, abs=1e-3)
 
 
 def test_an_unreachable_example_image_fails_the_tasks_with_a_reason(client: FlaskClient, tiny: Any) -> None:

@@ -14,7 +14,7 @@ from label_studio_sdk.label_interface import LabelInterface
 from backend.app import create_app
 from backend.settings import ServerSettings
 from tests.fakes import FakeSegmenter, SlowFakeDetector
-from tests.helpers import data_uri, make_task
+from tests.helpers import data_uri, image_array, make_task
 
 RECT_AND_BRUSH = """<View><Image name="image" value="$image"/>
 <RectangleLabels name="boxes" toName="image"><Label value="Cat"/><Label value="Dog"/></RectangleLabels>
@@ -130,10 +130,41 @@ POLY = """<View><Image name="image" value="$image"/>
 
 
 def test_sam3_segments_from_the_labels_with_no_detector(client: FlaskClient, tiny: Any) -> None:
-    extra = {"segmentation": {"model": "sam3", "model_id": str(tiny("sam3")), "score_threshold": 0.0,
-                              "mask_threshold": 0.0, "min_area": 1, "polygon_parts": "all"}}  # fmt: skip
+    """Each label is a SAM 3 prompt; each of its masks becomes polygons covering exactly the hole-filled mask."""
+    import torch
+    from matplotlib.path import Path as Polygon
+    from scipy import ndimage
+    from transformers import AutoProcessor, Sam3Model
+
+    model_dir = str(tiny("sam3"))
+    extra = {"segmentation": {"model": "sam3", "model_id": model_dir, "score_threshold": 0.0, "min_area": 1,
+                              "nms_threshold": 1.0, "polygon_parts": "all", "polygon_tolerance": 0.0}}  # fmt: skip
     version = setup(client, POLY, extra)
     assert version.startswith("sam3-")
     (entry,) = predict(client, POLY, [make_task(1, data_uri(64, 48))])
-    assert entry["result"] and {r["type"] for r in entry["result"]} == {"polygonlabels"}
     assert LabelInterface(POLY).validate_prediction(entry)
+
+    processor, model = AutoProcessor.from_pretrained(model_dir), Sam3Model.from_pretrained(model_dir).eval()
+    image = image_array(64, 48)
+    expected: dict[tuple[str, float], np.ndarray] = {}
+    for label in ("Cat", "Remote"):
+        inputs = processor(images=image, text=label, return_tensors="pt", input_data_format="channels_last")
+        with torch.inference_mode():
+            outputs = model(**{k: v for k, v in inputs.items() if k != "original_sizes"})
+        (found,) = processor.post_process_instance_segmentation(outputs, threshold=0.0, target_sizes=[(48, 64)])
+        for mask, score in zip(found["masks"].numpy().astype(bool), found["scores"].tolist(), strict=True):
+            if mask.any():
+                key = (label, round(score, 5))
+                expected[key] = expected.get(key, np.zeros_like(mask)) | ndimage.binary_fill_holes(mask)
+    assert len(expected) >= 2
+
+    yy, xx = np.mgrid[:48, :64]
+    centres = np.column_stack([xx.ravel() + 0.5, yy.ravel() + 0.5])
+    got: dict[tuple[str, float], np.ndarray] = {}
+    for region in entry["result"]:
+        key = (region["value"]["polygonlabels"][0], round(region["score"], 5))
+        inside = Polygon(np.asarray(region["value"]["points"]) / 100 * [64, 48]).contains_points(centres)
+        got[key] = got.get(key, np.zeros((48, 64), dtype=bool)) | inside.reshape(48, 64)
+    assert got.keys() == expected.keys()
+    for key, mask in expected.items():
+        np.testing.assert_array_equal(got[key], mask)

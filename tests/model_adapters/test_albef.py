@@ -184,8 +184,10 @@ def test_non_albef_file_gives_clear_error(tmp_path: Path) -> None:
     (tmp_path / "notes.pth").write_text("not a checkpoint")
     with pytest.raises(AdapterLoadError, match=r"could not read the checkpoint '.*notes\.pth'"):
         load(tmp_path / "notes.pth")
-    with pytest.raises(AdapterLoadError, match=r"'.*missing\.pth' is not a file; model_id must be"):
+    with pytest.raises(AdapterLoadError, match=r"albef: no such file: .*missing\.pth\. .*or use an http\(s\) URL"):
         load(tmp_path / "missing.pth")
+    with pytest.raises(AdapterLoadError, match=r"albef: checkpoint '.*' is not a file; model_id must be an ALBEF"):
+        load(tmp_path)
 
 
 def test_vocabulary_problems_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

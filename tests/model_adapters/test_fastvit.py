@@ -100,7 +100,10 @@ def test_class_index_holds_every_lemma_and_synset() -> None:
     [
         ("fastvitt8", "unknown timm model 'fastvitt8'; FastViT ImageNet-1k weights: .*fastvit_t8.apple_in1k"),
         ("fastvit_t8.bogus", "unknown weights tag 'bogus' for fastvit_t8; it has: .*fastvit_t8.apple_in1k"),
-        ("fastvit_t8:/no/such/file.safetensors", "no weights file at '/no/such/file.safetensors'"),
+        ("fastvit_t8:/no/such/file.safetensors", "fastvit: no such file: /no/such/file.safetensors. model_id paths"),
+        ("/no/such/folder", "fastvit: no such directory: /no/such/folder. model_id paths are read on the"),
+        ("local-dir:/no/such/folder", "fastvit: no such directory: /no/such/folder. model_id paths are read on the"),
+        ("../no-such-folder", r"fastvit: no such directory: ../no-such-folder. .*relative to its working directory"),
         ("fastvit_t8.apple_in1k", "could not load .*HF_HUB_OFFLINE.*hf download timm/fastvit_t8.apple_in1k"),
     ],
 )

@@ -5,13 +5,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import supervision as sv
 import torch
 from PIL import Image
-from transformers import AutoProcessor, pipeline
+from transformers import AutoProcessor, GroundingDinoForObjectDetection, pipeline
 
 from model_adapters.base import AdapterLoadError, ModelSpec, Query, make_params
 from model_adapters.grounding_dino import GroundingDino
+from tests import references
 from tests.helpers import image_array
+from tests.references import PROMPTS, canonical
 
 LABELS = ("a cat", "a remote", "dog")
 
@@ -58,6 +61,7 @@ def test_joint_mode_scores_and_boxes_equal_the_processor_post_processing(gdino: 
         outputs, inputs.input_ids, threshold=0.2, text_threshold=0.0, target_sizes=[image.shape[:2]]
     )
     ours = gdino([image], query(score_threshold=0.2, text_threshold=0.0))[0]
+    assert len(ours) == len(reference["scores"]) > 0
     np.testing.assert_allclose(ours.confidence, reference["scores"].numpy(), atol=1e-4)
     np.testing.assert_allclose(ours.xyxy, reference["boxes"].numpy(), atol=1e-4)
     # each box goes to the prompt whose tokens hold its highest probability
@@ -86,19 +90,44 @@ def test_prompts_beyond_the_caption_limit_are_split_into_fitting_chunks(gdino: G
     for _, caption in captions:
         assert len(gdino.processor.tokenizer(caption).input_ids) <= gdino.max_text_len
     calls = count_forwards(gdino)
-    out = gdino([image_array()], query(prompts, score_threshold=0.0, text_threshold=0.0))[0]
+    image = image_array()
+    out = gdino([image], query(prompts, score_threshold=0.0, text_threshold=0.0))[0]
     assert len(calls) == 2
     assert set(out.class_id.tolist()) <= set(range(60)) and len(out) == 2 * gdino.model.config.num_queries
+    processor = AutoProcessor.from_pretrained(gdino.spec.model_id)
+    for ids, caption in captions:  # each chunk's boxes are the processor's for that caption, with its prompts' ids
+        inputs = processor(images=image, text=caption, return_tensors="pt", input_data_format="channels_last")
+        with torch.inference_mode():
+            outputs = gdino.model(**inputs)
+        (reference,) = processor.post_process_grounded_object_detection(
+            outputs, inputs.input_ids, threshold=0.0, text_threshold=0.0, target_sizes=[image.shape[:2]]
+        )
+        mine = canonical(out[np.isin(out.class_id, ids)])
+        theirs = canonical(sv.Detections(xyxy=reference["boxes"].numpy(), confidence=reference["scores"].numpy()))
+        np.testing.assert_allclose(mine.confidence, theirs.confidence, atol=1e-5)
+        np.testing.assert_allclose(mine.xyxy, theirs.xyxy, atol=1e-3)
 
 
-def test_a_batch_gives_the_same_answers_as_single_images(gdino: GroundingDino) -> None:
-    images = [image_array(64, 48, seed=s) for s in range(3)]
-    batched = gdino(images, query(score_threshold=0.1))
-    for image, together in zip(images, batched, strict=True):
-        (alone,) = gdino([image], query(score_threshold=0.1))
-        np.testing.assert_allclose(together.xyxy, alone.xyxy, atol=1e-4)
-        np.testing.assert_allclose(together.confidence, alone.confidence, atol=1e-5)
-        np.testing.assert_array_equal(together.class_id, alone.class_id)
+@pytest.mark.parametrize("shape", [(48, 64), (96, 128), (24, 32), (40, 30), (50, 50), (1, 37), (400, 7)])
+def test_batch_key_is_the_size_the_processor_resizes_to(gdino: GroundingDino, shape: tuple[int, int]) -> None:
+    image = image_array(shape[1], shape[0])
+    pixels = gdino.processor.image_processor(images=image, return_tensors="pt", input_data_format="channels_last")
+    assert gdino.batch_key(image.shape) == tuple(pixels["pixel_values"].shape[-2:])
+
+
+def test_images_resized_to_one_size_batch_as_they_answer_alone_and_others_would_not(gdino: GroundingDino) -> None:
+    same = [image_array(64, 48, seed=0), image_array(128, 96, seed=1), image_array(32, 24, seed=2)]
+    assert len({gdino.batch_key(image.shape) for image in same}) == 1
+    alone = [gdino([image], query(score_threshold=0.1))[0] for image in same]
+    for together, single in zip(gdino(same, query(score_threshold=0.1)), alone, strict=True):
+        assert len(together) == len(single) > 0
+        np.testing.assert_allclose(together.xyxy, single.xyxy, atol=1e-3)
+        np.testing.assert_allclose(together.confidence, single.confidence, atol=1e-5)
+        np.testing.assert_array_equal(together.class_id, single.class_id)
+    # why the key exists: padded to another image's size, an image's boxes move
+    mixed = gdino([same[0], image_array(30, 40, seed=3)], query(score_threshold=0.0, text_threshold=0.0))[0]
+    (single,) = gdino([same[0]], query(score_threshold=0.0, text_threshold=0.0))
+    assert not np.allclose(mixed.confidence, single.confidence, atol=1e-3)
 
 
 def test_thresholds_filter_and_class_names_are_set(gdino: GroundingDino) -> None:
@@ -113,8 +142,13 @@ def test_mm_grounding_dino_checkpoints_load_through_their_own_class(tiny: Callab
     adapter = GroundingDino(ModelSpec("grounding_dino", str(tiny("mm_grounding_dino")), device="cpu"))
     adapter.load()
     assert type(adapter.model).__name__ == "MMGroundingDinoForObjectDetection"
-    (out,) = adapter([image_array()], query(score_threshold=0.0, text_threshold=0.0))
-    assert len(out) > 0 and out.xyxy.shape[1] == 4
+    image = image_array()
+    (out,) = adapter([image], query(PROMPTS, score_threshold=0.0, text_threshold=0.0))
+    expected = references.grounding_dino(adapter, image)
+    assert len(out) == len(expected) > 0
+    out, expected = canonical(out), canonical(expected)
+    np.testing.assert_allclose(out.confidence, expected.confidence, atol=1e-5)
+    np.testing.assert_allclose(out.xyxy, expected.xyxy, atol=1e-3)
 
 
 def test_unloadable_ids_name_the_id_and_the_way_out(tiny: Callable[[str], Path]) -> None:
@@ -128,5 +162,22 @@ def test_reduced_precision_runs_and_answers_in_float32(tiny: Callable[[str], Pat
     adapter = GroundingDino(ModelSpec("grounding_dino", str(tiny("grounding_dino")), device="cpu", dtype="bfloat16"))
     adapter.load()
     assert adapter.model.dtype == torch.bfloat16
-    (out,) = adapter([image_array()], query(score_threshold=0.0, text_threshold=0.0))
-    assert len(out) > 0 and out.xyxy.dtype == np.float32 and out.confidence.dtype == np.float32
+    image = image_array()
+    (out,) = adapter([image], query(PROMPTS, score_threshold=0.0, text_threshold=0.0))
+    assert out.xyxy.dtype == np.float32 and out.confidence.dtype == np.float32
+    # the reference: transformers' own model loaded in bfloat16, fed the processor's pixels in bfloat16
+    model = GroundingDinoForObjectDetection.from_pretrained(adapter.spec.model_id, dtype=torch.bfloat16).eval()
+    processor = AutoProcessor.from_pretrained(adapter.spec.model_id)
+    inputs = processor(images=image, text=[list(PROMPTS)], return_tensors="pt", input_data_format="channels_last")
+    inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
+    with torch.inference_mode():
+        outputs = model(**inputs)
+    outputs.logits, outputs.pred_boxes = outputs.logits.float(), outputs.pred_boxes.float()  # answered in float32
+    (reference,) = processor.post_process_grounded_object_detection(
+        outputs, inputs.input_ids, threshold=0.0, text_threshold=0.0, target_sizes=[image.shape[:2]]
+    )
+    expected = sv.Detections(xyxy=reference["boxes"].numpy(), confidence=reference["scores"].numpy())
+    assert len(out) == len(expected) > 0
+    out, expected = canonical(out), canonical(expected)
+    np.testing.assert_allclose(out.confidence, expected.confidence, atol=1e-5)
+    np.testing.assert_allclose(out.xyxy, np.clip(expected.xyxy, 0, [64, 48, 64, 48]), atol=1e-3)

@@ -113,7 +113,10 @@ def test_batch_equals_single_images(built: tuple[str, Path, Path]) -> None:
         ("ViT-B32/openai", r"unknown architecture 'ViT-B32' \(did you mean ViT-B-32.*architectures: .*EVA02-B-16"),
         ("ViT-B-32/nope", "unknown pretrained tag 'nope'.*ViT-B-32 has: ViT-B-32/openai, .*ViT-B-32/metaclip_400m"),
         ("ViT-B-32", "no pretrained tag in 'ViT-B-32'; ViT-B-32 has: ViT-B-32/openai"),
-        ("ViT-B-32:/no/such/file.pt", "no checkpoint file at '/no/such/file.pt'"),
+        ("ViT-B-32:/no/such/file.pt", "openclip: no such file: /no/such/file.pt. model_id paths are read on the"),
+        ("/no/such/folder", "openclip: no such directory: /no/such/folder. model_id paths are read on the"),
+        ("local-dir:/no/such/folder", "openclip: no such directory: /no/such/folder. model_id paths are read on the"),
+        ("./no-such-folder", r"openclip: no such directory: no-such-folder. .*relative to its working directory"),
         ("ViT-B-32-quickgelu/metaclip_400m", "could not load .*HF_HUB_OFFLINE.*timm/vit_base_patch32_clip_224"),
     ],
 )

@@ -12,6 +12,7 @@ from transformers import AutoProcessor, pipeline
 from model_adapters.base import AdapterLoadError, ExamplePrompt, ModelSpec, Query, make_params
 from model_adapters.owl import OwlV2, OwlViT
 from tests.helpers import image_array
+from tests.references import owl_text_and_example_logits
 
 LABELS = ("a cat", "a remote", "dog")
 
@@ -64,7 +65,7 @@ def test_single_prompt_equals_the_pipeline_and_multi_prompt_is_its_best_label(ow
             (labels[c], round(float(s), 4), tuple(int(v) for v in box))
             for c, s, box in zip(ours.class_id, ours.confidence, ours.xyxy, strict=True)
         }
-        assert got <= expected
+        assert got <= expected and len(got) > 0
         if len(labels) == 1:
             assert got == expected
 
@@ -84,19 +85,40 @@ def test_owlv2_boxes_map_back_from_the_padded_square_and_stay_inside(tiny: Calla
     assert max(r["box"]["ymax"] for r in piped) > 20 or max(r["box"]["xmax"] for r in piped) > 80
 
 
-def test_image_guided_query_equals_owlvit_reference(tiny: Callable[[str], Path]) -> None:
-    """An example box covering a whole query image picks the embedding HF's image-guided detection picks."""
-    owl = OwlViT(ModelSpec("owlvit", str(tiny("owlvit")), device="cpu"))
-    owl.load()
+def whole_image_box(owl: OwlViT | OwlV2, image: np.ndarray) -> tuple[float, float, float, float]:
+    """The box HF's image-guided detection queries: the whole query image (OWLv2: the square it is padded to)."""
+    height, width = image.shape[:2]
+    side = max(height, width)
+    return (0, 0, side, side) if owl.pads_to_square else (0, 0, width, height)
+
+
+def guided_and_text_logits(owl: OwlViT | OwlV2, target: np.ndarray, example: np.ndarray) -> np.ndarray:
+    return owl_text_and_example_logits(owl.model, owl.spec.model_id, target, LABELS, example)[0]
+
+
+@pytest.mark.parametrize("shape", [(40, 40), (30, 52), (3, 50), (1, 37), (31, 3)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_an_example_box_equals_hf_image_guided_detection(owl: OwlViT | OwlV2, shape: tuple[int, int]) -> None:
+    """An example box over the whole example image picks the embedding HF's image-guided detection picks."""
+    target, example = image_array(64, 48, seed=4), image_array(shape[1], shape[0], seed=5)
+    expected = guided_and_text_logits(owl, target, example)[:, -1]
+    (ours,) = owl([target], query((ExamplePrompt(example, whole_image_box(owl, example)),), 0.0))
+    assert len(ours) == len(expected)  # threshold 0: every box, in the model's order
+    np.testing.assert_allclose(ours.confidence, torch.from_numpy(expected).sigmoid().numpy(), atol=1e-5)
+    assert (ours.class_id == 0).all()
+
+
+def test_example_prompts_change_the_answer_each_box_takes_its_best_text_or_example(owl: OwlViT | OwlV2) -> None:
     target, example = image_array(64, 48, seed=4), image_array(40, 40, seed=5)
-    processor = AutoProcessor.from_pretrained(owl.spec.model_id)
-    inputs = processor(images=Image.fromarray(target), query_images=Image.fromarray(example), return_tensors="pt")
-    pixels = processor(images=Image.fromarray(target), return_tensors="pt")["pixel_values"]
-    with torch.inference_mode():
-        outputs = owl.model.image_guided_detection(pixel_values=pixels, query_pixel_values=inputs["query_pixel_values"])
-    expected = outputs.logits[0, :, 0].sigmoid().numpy()
-    (ours,) = owl([target], query((ExamplePrompt(example, (0, 0, 40, 40)),), 0.0))
-    np.testing.assert_allclose(np.sort(ours.confidence), np.sort(expected), atol=1e-5)
+    logits = guided_and_text_logits(owl, target, example)
+    best = logits.argmax(-1)
+    assert (best == len(LABELS)).any() and (best < len(LABELS)).any()  # the example wins some boxes, texts others
+    prompts = (*LABELS, ExamplePrompt(example, whole_image_box(owl, example)))
+    (ours,) = owl([target], query(prompts, 0.0))
+    (texts_only,) = owl([target], query(LABELS, 0.0))
+    np.testing.assert_array_equal(ours.class_id, best)
+    np.testing.assert_allclose(ours.confidence, torch.from_numpy(logits.max(-1)).sigmoid().numpy(), atol=1e-5)
+    assert list(ours.data["class_name"]).count("example 3") == (best == 3).sum()
+    assert not np.array_equal(ours.class_id, texts_only.class_id)
 
 
 def test_text_and_example_prompts_in_one_pass_and_embeddings_are_cached(owl: OwlViT | OwlV2) -> None:
@@ -120,6 +142,7 @@ def test_batch_equals_single_images(owl: OwlViT | OwlV2) -> None:
     images = [image_array(64, 48, seed=s) for s in range(3)]
     for image, together in zip(images, owl(images, query(threshold=0.1)), strict=True):
         (alone,) = owl([image], query(threshold=0.1))
+        assert len(together) == len(alone) > 0
         np.testing.assert_allclose(together.confidence, alone.confidence, atol=1e-5)
         np.testing.assert_allclose(together.xyxy, alone.xyxy, atol=1e-4)
 

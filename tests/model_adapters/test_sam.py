@@ -11,7 +11,7 @@ from transformers import AutoProcessor
 
 from model_adapters import sam as sam_module
 from model_adapters.base import AdapterLoadError, ModelSpec
-from model_adapters.sam import Sam, SamOriginal, SamParams
+from model_adapters.sam import Sam, SamOriginal, SamParams, build_original_sam
 from model_adapters.segmentation import Click, EmbeddingCache, MaskPrompt
 from tests.helpers import image_array
 from tests.tiny_models import build_segment_anything, segment_anything_tiny_kwargs, tiny_segment_anything_model
@@ -64,9 +64,10 @@ def hf_reference(sam: Sam, prompt: MaskPrompt, multimask: bool) -> tuple[np.ndar
 
 
 def assert_same(got: object, masks: np.ndarray, scores: np.ndarray) -> None:
+    """The reference's masks, and its raw predicted IoUs clipped to [0, 1] (scores are probabilities)."""
     assert got.mask.shape == masks.shape and got.mask.dtype == bool  # type: ignore[attr-defined]
     assert int((got.mask != masks).sum()) == 0  # type: ignore[attr-defined]
-    np.testing.assert_allclose(got.confidence, scores, atol=1e-5)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(got.confidence, np.clip(scores, 0, 1), atol=1e-5)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("name", list(PROMPTS))
@@ -155,11 +156,11 @@ def test_wrong_family_is_named(tiny: Callable[[str], Path]) -> None:
         Sam(ModelSpec("sam", str(tiny("sam2")), device="cpu")).load()
 
 
-def predictor_reference(checkpoint: Path, prompt: MaskPrompt, multimask: bool) -> tuple[np.ndarray, np.ndarray]:
+def predictor_reference(model: torch.nn.Module, prompt: MaskPrompt, multimask: bool) -> tuple[np.ndarray, np.ndarray]:
     """segment_anything's SamPredictor (set_image + predict / predict_torch), best mask by predicted IoU."""
     from segment_anything import SamPredictor
 
-    predictor = SamPredictor(tiny_segment_anything_model(checkpoint, **segment_anything_tiny_kwargs()))
+    predictor = SamPredictor(model)
     predictor.set_image(IMAGE)
     if len(prompt.boxes) > 1:
         boxes = predictor.transform.apply_boxes_torch(torch.tensor(prompt.boxes), IMAGE.shape[:2])
@@ -176,18 +177,63 @@ def predictor_reference(checkpoint: Path, prompt: MaskPrompt, multimask: bool) -
     return masks[rows, best], scores[rows, best]
 
 
+def test_the_sam_builder_at_its_defaults_is_segment_anythings_vit_b() -> None:
+    """``build_original_sam`` (which the tiny references share with the adapter) against the package's own builder."""
+    from segment_anything import sam_model_registry
+
+    def settings(model: torch.nn.Module) -> dict[str, dict]:  # every module's plain attributes (heads, sizes, ...)
+        plain = int | float | bool | str | tuple | list
+        return {name: {k: v for k, v in vars(m).items() if isinstance(v, plain)} for name, m in model.named_modules()}
+
+    with torch.device("meta"):  # architecture only: no 375 MB of weights
+        ours, theirs = build_original_sam().eval(), sam_model_registry["vit_b"]()  # the package builds in eval mode
+    assert repr(ours) == repr(theirs) and settings(ours) == settings(theirs)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
+
+
+def from_file(checkpoint: Path) -> torch.nn.Module:
+    """The tiny segment_anything Sam with the checkpoint's weights, built apart from the adapter's loading."""
+    return tiny_segment_anything_model(checkpoint, **segment_anything_tiny_kwargs())
+
+
+@pytest.mark.parametrize("shift", [-3.0, 3.0])
+@pytest.mark.parametrize("which", ["sam", "original"])
+def test_predicted_ious_below_0_or_above_1_are_clipped(
+    which: str, shift: float, request: pytest.FixtureRequest
+) -> None:
+    """SAM's IoU head is a plain regression (the tiny model predicts about -0.02 for two clicks): shifted both ways."""
+    adapter = request.getfixturevalue(which)
+    head = [m for m in adapter.model.mask_decoder.iou_prediction_head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    saved = head.bias.detach().clone()
+    try:
+        with torch.no_grad():
+            head.bias += shift
+        for prompt, multimask in PROMPTS.values():
+            if which == "sam":
+                masks, raw = hf_reference(adapter, prompt, multimask)
+            else:
+                masks, raw = predictor_reference(adapter.model, prompt, multimask)
+            assert ((raw < 0) if shift < 0 else (raw > 1)).all()
+            got = adapter.segment(IMAGE, prompt)
+            assert_same(got, masks, raw)
+            assert (got.confidence == (0.0 if shift < 0 else 1.0)).all()
+    finally:
+        with torch.no_grad():
+            head.bias.copy_(saved)
+
+
 @pytest.mark.parametrize("name", [*PROMPTS, "boxes"])
 def test_segment_anything_equals_sam_predictor(original: SamOriginal, checkpoint: Path, name: str) -> None:
     prompt, multimask = PROMPTS.get(name, (MaskPrompt(boxes=BOXES), False))
-    assert_same(original.segment(IMAGE, prompt), *predictor_reference(checkpoint, prompt, multimask))
+    assert_same(original.segment(IMAGE, prompt), *predictor_reference(from_file(checkpoint), prompt, multimask))
 
 
 def test_segment_anything_boxes_in_one_call_equal_box_by_box(original: SamOriginal, checkpoint: Path) -> None:
     together = original.segment(IMAGE, MaskPrompt(boxes=BOXES))
     for i, box in enumerate(BOXES):
-        masks, scores = predictor_reference(checkpoint, MaskPrompt(boxes=(box,)), multimask=False)
+        masks, scores = predictor_reference(from_file(checkpoint), MaskPrompt(boxes=(box,)), multimask=False)
         np.testing.assert_array_equal(together.mask[i], masks[0])
-        np.testing.assert_allclose(together.confidence[i], scores[0], atol=1e-5)
+        np.testing.assert_allclose(together.confidence[i], np.clip(scores[0], 0, 1), atol=1e-5)
 
 
 def test_segment_anything_standard_widths_go_through_the_registry(
@@ -208,12 +254,15 @@ def test_segment_anything_standard_widths_go_through_the_registry(
     adapter.load()
     assert built == ["vit_b"]
     assert_same(
-        adapter.segment(IMAGE, PROMPTS["one click"][0]), *predictor_reference(checkpoint, *PROMPTS["one click"])
+        adapter.segment(IMAGE, PROMPTS["one click"][0]),
+        *predictor_reference(from_file(checkpoint), *PROMPTS["one click"]),
     )
 
 
 def test_segment_anything_missing_checkpoint_and_half_precision_are_explained(checkpoint: Path) -> None:
-    with pytest.raises(AdapterLoadError, match="not found; download e.g. https://dl.fbaipublicfiles.com"):
+    with pytest.raises(
+        AdapterLoadError, match="segment_anything: no such file: sam_vit_b_01ec64.pth. .*from e.g. https://dl.fbai"
+    ):
         SamOriginal(ModelSpec("segment_anything", "sam_vit_b_01ec64.pth", device="cpu")).load()
     with pytest.raises(AdapterLoadError, match="float32 only"):
         SamOriginal(ModelSpec("segment_anything", str(checkpoint), device="cpu", dtype="float16")).load()

@@ -60,6 +60,24 @@ def test_equals_sam2_model_and_processor_by_hand(sam2: Sam2, name: str) -> None:
     np.testing.assert_allclose(got.confidence, scores, atol=1e-5)
 
 
+@pytest.mark.parametrize("shift", [-30.0, 30.0])
+def test_scores_stay_within_0_1_however_far_the_iou_head_is_off(sam2: Sam2, shift: float) -> None:
+    """SAM 2's IoU head ends in a sigmoid (SAM's does not): scores are its output, within [0, 1] either way."""
+    head = [m for m in sam2.model.mask_decoder.iou_prediction_head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    saved = head.bias.detach().clone()
+    try:
+        with torch.no_grad():
+            head.bias += shift
+        for prompt, multimask in PROMPTS.values():
+            got = sam2.segment(IMAGE, prompt)
+            _, scores = reference(sam2, IMAGE, prompt, multimask)
+            np.testing.assert_allclose(got.confidence, scores, atol=1e-5)
+            assert ((got.confidence >= 0) & (got.confidence <= 1)).all()
+    finally:
+        with torch.no_grad():
+            head.bias.copy_(saved)
+
+
 def test_boxes_share_one_decoder_call_and_equal_box_by_box(sam2: Sam2) -> None:
     calls: list[int] = []
     original = sam2.model.mask_decoder.forward

@@ -57,6 +57,7 @@ def test_each_prompt_equals_the_model_and_post_processing_by_hand(
         assert len(mine) == len(ref["scores"]) > 0
         assert int((mine.mask != ref["masks"].numpy().astype(bool)).sum()) == 0
         np.testing.assert_allclose(mine.confidence, ref["scores"].numpy(), atol=1e-5)
+        assert ((mine.confidence >= 0) & (mine.confidence <= 1)).all()  # query probability times presence
         np.testing.assert_allclose(mine.xyxy, ref["boxes"].numpy(), atol=1e-4)
         assert set(mine.data[CLASS_NAME_DATA_FIELD]) == {label}
 
@@ -80,6 +81,7 @@ def test_batch_equals_single_images(sam3: Sam3) -> None:
     images = [image_array(64, 48, seed=4), image_array(30, 50, seed=5)]
     for image, together in zip(images, sam3(images, query()), strict=True):
         (alone,) = sam3([image], query())
+        assert len(together) == len(alone) > 0
         np.testing.assert_array_equal(together.mask, alone.mask)
         np.testing.assert_array_equal(together.class_id, alone.class_id)
         np.testing.assert_allclose(together.confidence, alone.confidence, atol=1e-5)
