@@ -260,6 +260,7 @@ def test_tasks_batch_only_with_images_that_answer_as_they_would_alone(
     tasks = [make_task(i, data_uri(w, h, seed=i)) for i, (w, h) in enumerate(sizes)]
     alone = [client.post("/predict", json=predict_body([task])).json["results"][0] for task in tasks]
     batches: list[int] = []
+    monkeypatch.setattr("backend.runner.FIRST_CHUNK_TASKS", 16)  # one chunk: batching within it is what is tested
     original = GroundingDino.__call__
     monkeypatch.setattr(
         GroundingDino, "__call__", lambda self, images, q: (batches.append(len(images)), original(self, images, q))[1]
