@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 import numpy as np
 import supervision as sv
 
-from model_adapters.base import AdapterLoadError, Query, SettingsError
+from model_adapters.base import AdapterLoadError, Query, ResizeRule, SettingsError
 from model_adapters.classification import (
     ClassifierParams,
     ContrastiveClassifier,
@@ -185,6 +185,7 @@ class Albef(ContrastiveClassifier):
                 f"{model.text_encoder.config.vocab_size}; use the vocabulary it was trained with ({DEFAULT_VOCAB})"
             )
         self.model = model.to(self.device, self.dtype).eval()
+        self.resize_rule = ResizeRule(shortest=self.model.image_res)  # a square resize: no detail beyond its side
 
     def _local_checkpoint(self) -> Path:
         """The checkpoint's file: the path given, or where its URL is (or will be) downloaded."""

@@ -33,7 +33,7 @@ import supervision as sv
 from model_adapters.base import Adapter, AdapterLoadError, Query, Task
 from model_adapters.classification import ClassifierParams, classification_detections
 from model_adapters.registry import register_adapter
-from model_adapters.torch_utils import local_path, missing_path, resolve_device, resolve_dtype
+from model_adapters.torch_utils import local_path, missing_path, resize_rule_of_transform, resolve_device, resolve_dtype
 
 __all__ = ["FastVit", "imagenet_class_index"]
 
@@ -93,6 +93,7 @@ class FastVit(Adapter[ClassifierParams]):
                 f"{_NUM_CLASSES} ImageNet-1k classes; use an *_in1k checkpoint, e.g. {self.variants['t8']!r}"
             )
         self.transform = create_transform(**resolve_data_config(model=model))
+        self.resize_rule = resize_rule_of_transform(self.transform)
         model = reparameterize_model(model.eval(), inplace=True)  # new fused convs start in training mode
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.class_index = imagenet_class_index()

@@ -33,7 +33,7 @@ import numpy as np
 from model_adapters.base import AdapterLoadError
 from model_adapters.classification import ContrastiveClassifier
 from model_adapters.registry import register_adapter
-from model_adapters.torch_utils import local_path, missing_path, resolve_device, resolve_dtype
+from model_adapters.torch_utils import local_path, missing_path, resize_rule_of_transform, resolve_device, resolve_dtype
 
 __all__ = ["OpenClip", "parse_model_id"]
 
@@ -136,6 +136,7 @@ class OpenClip(ContrastiveClassifier):
         except (OSError, RuntimeError, ValueError) as exc:
             raise AdapterLoadError(_load_failure(self.spec.model_id, model_name, pretrained, exc)) from exc
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.resize_rule = resize_rule_of_transform(self.transform)
         self.calibration = "sigmoid" if getattr(self.model, "logit_bias", None) is not None else "softmax"  # type: ignore[misc]
 
     def preprocess_images(self, images: Sequence[np.ndarray]) -> dict[str, Any]:

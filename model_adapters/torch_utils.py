@@ -17,6 +17,7 @@ __all__ = [
     "local_path",
     "missing_path",
     "resize_rule_of",
+    "resize_rule_of_transform",
     "resolve_device",
     "resolve_dtype",
     "to_device",
@@ -226,3 +227,14 @@ def resize_rule_of(image_processor: Any) -> ResizeRule | None:
         return ResizeRule(shortest=max(height, width))
     shortest, longest = edge("shortest_edge"), edge("longest_edge")
     return ResizeRule(shortest, longest) if shortest or longest else None
+
+
+def resize_rule_of_transform(transform: Any) -> ResizeRule | None:
+    """The resize of a torchvision ``Compose`` (open_clip, timm): its first ``Resize`` (``None`` without one)."""
+    from torchvision.transforms import Resize
+
+    for step in getattr(transform, "transforms", ()):
+        if isinstance(step, Resize):
+            size = step.size if isinstance(step.size, int) else max(step.size)
+            return ResizeRule(shortest=int(size), longest=step.max_size)
+    return None

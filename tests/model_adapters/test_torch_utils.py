@@ -81,3 +81,33 @@ def test_a_relative_or_home_path_that_exists_loads(
     load("models/gdino")
     monkeypatch.setenv("HOME", str(workdir))
     load("~/models/gdino")
+
+
+@pytest.mark.parametrize(
+    ("family", "expected"),
+    [
+        ("grounding_dino", (96, 128)),  # the tiny processor: shortest_edge 96, longest_edge 128
+        ("clip", (32, None)),  # shortest_edge 32, then a crop
+        ("owlv2", (64, None)),  # a fixed 64x64 resize
+        ("openclip", (32, None)),  # torchvision Resize(32) + CenterCrop
+        ("fastvit", None),  # filled in below from timm's own data config
+        ("sam", None),  # segmenters keep full resolution: their masks have the input's size
+    ],
+)
+def test_each_adapter_says_how_far_its_preprocessing_shrinks_images(family: str, expected, tiny) -> None:
+    from model_adapters.base import ModelSpec
+    from model_adapters.registry import resolve_adapter
+
+    cls, _ = resolve_adapter(family)
+    adapter = cls(ModelSpec(family, str(tiny(family)), device="cpu"))
+    adapter.load()
+    rule = adapter.resize_rule
+    if family == "fastvit":
+        from timm.data import resolve_data_config
+
+        config = resolve_data_config(model=adapter.model)
+        expected = (int(config["input_size"][-1] / config["crop_pct"]), None)  # timm resizes to size / crop_pct
+    if expected is None:
+        assert rule is None
+    else:
+        assert (rule.shortest, rule.longest) == expected
