@@ -151,6 +151,7 @@ class Adapter(ABC, Generic[P]):
     Params: ClassVar[type]
     max_batch_size: ClassVar[int] = 4
     accepts_examples: ClassVar[bool] = False  # whether prompts may include ExamplePrompt
+    zero_shot: ClassVar[bool] = True  # answers from prompts alone; False: only through a learned head (DINOv2)
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -183,6 +184,14 @@ class Adapter(ABC, Generic[P]):
         alone.
         """
         return None
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """``(N, D)`` float32 L2-normalised image embeddings, the features a learned head is fitted on.
+
+        Raises:
+            AdapterError: The model has no image embedding.
+        """
+        raise AdapterError(f"{self.name} has no image embedding to learn a head on")
 
     def forward(self, batch: Mapping[str, Any]) -> Any:
         """Place the batch on the model's device, run ``_forward`` without autograd, bring tensors back to CPU."""

@@ -107,6 +107,28 @@ class ContrastiveClassifier(Adapter[ClassifierParams]):
         """Added to scaled similarities (SigLIP); 0 for CLIP-style models."""
         return 0.0
 
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """The image tower's L2-normalised embeddings, as the zero-shot scores use them."""
+        import torch
+
+        from model_adapters.torch_utils import to_device
+
+        with torch.inference_mode():
+            embeds = self.encode_images(to_device(self.preprocess_images(images), self.device, self.dtype))
+        return embeds.float().cpu().numpy()
+
+    def text_prior(self, prompts: Sequence[str], templates: Sequence[str]) -> tuple[np.ndarray, float, float]:
+        """The zero-shot classifier as a linear head: prompt embeddings ``(P, D)``, logit scale and bias.
+
+        ``logits = scale * image_embedding @ prompts.T + bias`` is exactly what ``_forward`` computes, so a head
+        initialised from this reproduces the zero-shot answer before it has seen an example.
+        """
+        import torch
+
+        with torch.inference_mode():
+            embeds = self.prompt_embeddings(prompts, templates)
+            return embeds.float().cpu().numpy(), float(self.logit_scale()), float(self.logit_bias())
+
     def _forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         images = self.encode_images(batch)
         texts = self.prompt_embeddings(batch["prompts"], batch["templates"])
