@@ -48,6 +48,7 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
     service = PrelabelService(settings)
     if settings.preload_projects:
         service.preload_recent_projects()
+    service.learner.start()
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -11,7 +11,7 @@ from backend.encode import detections_to_rectangles
 from backend.plan import DetectionPost, TargetPlan
 from model_adapters.base import CLASS_NAME_DATA_FIELD
 
-__all__ = ["detection_regions", "finish_detections"]
+__all__ = ["above_label_thresholds", "detection_regions", "finish_detections"]
 
 
 def finish_detections(detections: sv.Detections, plan: TargetPlan, image_wh: tuple[int, int]) -> sv.Detections:
@@ -33,6 +33,7 @@ def finish_detections(detections: sv.Detections, plan: TargetPlan, image_wh: tup
     )
     area = (out.xyxy[:, 2] - out.xyxy[:, 0]) * (out.xyxy[:, 3] - out.xyxy[:, 1])
     out = out[area > 0]
+    out = out[above_label_thresholds(out, plan.target.labels, post.label_thresholds)]
     if post.nms_threshold < 1.0:
         out = out.with_nms(threshold=post.nms_threshold, class_agnostic=False)
         if post.class_agnostic_nms:
@@ -50,3 +51,11 @@ def detection_regions(detections: sv.Detections, plan: TargetPlan, image_wh: tup
         from_name=plan.target.control,
         to_name=plan.target.to_name,
     )
+
+
+def above_label_thresholds(found: sv.Detections, labels: tuple[str, ...], thresholds: dict[str, float]) -> np.ndarray:
+    """Which detections reach their label's threshold (all, when no label has one)."""
+    if not thresholds or len(found) == 0:
+        return np.ones(len(found), dtype=bool)
+    floors = np.asarray([thresholds.get(labels[i], 0.0) for i in found.class_id])
+    return found.confidence >= floors

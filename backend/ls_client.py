@@ -12,12 +12,13 @@ import base64
 import json
 import threading
 import time
+from typing import Any
 
 import requests
 
 from backend import outbound
 
-__all__ = ["LabelStudioClient", "is_jwt"]
+__all__ = ["LabelStudioAPIError", "LabelStudioClient", "is_jwt"]
 
 _ACCESS_CACHE: dict[tuple[str, str], tuple[str, float]] = {}
 _ACCESS_LOCK = threading.Lock()
@@ -43,6 +44,10 @@ def _jwt_expiry(token: str) -> float:
         return float(claims["exp"])
     except (ValueError, KeyError, TypeError):
         return time.time() + 60.0  # unknown lifetime: refresh again soon
+
+
+class LabelStudioAPIError(RuntimeError):
+    """A Label Studio API call failed; the message says which call and what Label Studio answered."""
 
 
 class LabelStudioClient:
@@ -113,3 +118,25 @@ class LabelStudioClient:
         if response.status_code in (401, 403):
             return False
         return True if response.status_code == 200 else None
+
+    def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """``GET`` a Label Studio API path with the client's credentials and answer its JSON.
+
+        Raises:
+            LabelStudioAPIError: Not reachable, not 200, or not JSON.
+        """
+        try:
+            with outbound.deadline(self.timeout) as clock:
+                response = self.session.get(
+                    self.url(path), params=params, headers=self.headers(), timeout=clock.remaining()
+                )
+                if response.status_code == 401 and self.token:
+                    response = self.session.get(
+                        self.url(path), params=params, headers=self.headers(refresh=True), timeout=clock.remaining()
+                    )
+                body = response.json() if response.status_code == 200 else None
+        except (PermissionError, requests.RequestException, ValueError) as exc:
+            raise LabelStudioAPIError(f"GET {path} on {self.base_url} failed: {type(exc).__name__}: {exc}") from None
+        if response.status_code != 200:
+            raise LabelStudioAPIError(f"GET {path} on {self.base_url} answered HTTP {response.status_code}")
+        return body

@@ -14,6 +14,8 @@ __all__ = [
     "ADAPTER_IMAGES",
     "ADAPTER_SECONDS",
     "ERRORS",
+    "FITS",
+    "FIT_SECONDS",
     "MODEL_LOAD_SECONDS",
     "REQUESTS",
     "REQUEST_SECONDS",
@@ -32,6 +34,8 @@ ADAPTER_SECONDS = Histogram(
 ADAPTER_IMAGES = Counter("prelabel_adapter_images", "Images sent to a model", ["adapter"])
 TASKS = Counter("prelabel_tasks", "Tasks predicted, by outcome", ["outcome"])
 ERRORS = Counter("prelabel_errors", "Errors by kind (media, adapter, model_load, request, internal)", ["kind"])
+FITS = Counter("prelabel_fits", "Fits of learned versions, by outcome (fitted, nothing_to_learn, failed)", ["outcome"])
+FIT_SECONDS = Histogram("prelabel_fit_seconds", "Time of a fit, from claim to new version", buckets=_LATENCY_BUCKETS)
 MODEL_LOAD_SECONDS = Histogram(
     "prelabel_model_load_seconds", "Time to load a model", ["adapter", "model_id"],
     buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from backend.errors import ProjectSettingsError
 from backend.label_config import Target, parse_targets
 from backend.prompts import LABEL_MAPS, ExampleRef, check_label_maps, examples_for, prompts_for
-from model_adapters.base import ModelSpec, SettingsError, Task, make_params
+from model_adapters.base import ModelSpec, QueryEmbedding, SettingsError, Task, make_params
 from model_adapters.registry import UnknownAdapterError, available_adapters, resolve_adapter
 
 __all__ = [
@@ -61,7 +61,7 @@ _CONTROL_ATTRS = {"model_score_threshold": "score_threshold"}
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
 _MASK_CONTROLS = ("BrushLabels", "PolygonLabels")  # preferred order for interactive answers
-_TOP_KEYS = frozenset({*SECTION_TASKS, *LABEL_MAPS, "controls"})
+_TOP_KEYS = frozenset({*SECTION_TASKS, *LABEL_MAPS, "controls", "learning"})  # "learning": backend.learning
 
 
 @dataclass(frozen=True)
@@ -72,15 +72,19 @@ class DetectionPost:
         nms_threshold: IoU above which a lower-scored box of the same label is dropped (1 disables).
         class_agnostic_nms: Also suppress overlapping boxes of different labels.
         max_detections: Keep at most this many boxes per image and control, best first.
+        label_thresholds: Per-label score thresholds (learning calibrates them); a box below its label's is dropped.
     """
 
     nms_threshold: float = 0.5
     class_agnostic_nms: bool = False
     max_detections: int = 100
+    label_thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _in_range("nms_threshold", self.nms_threshold, 0.0, 1.0)
         _in_range("max_detections", self.max_detections, 1, 100_000)
+        for label, threshold in self.label_thresholds.items():
+            _in_range(f"label_thresholds.{label}", threshold, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,7 @@ class SegmentationPost:
             per part). Holes are filled: Label Studio polygons cannot have holes (use brushes for those).
         nms_threshold: Mask IoU above which a lower-scored mask of the same label is dropped (1 disables).
         max_detections: At most this many objects per image and control, best first.
+        label_thresholds: Per-label score thresholds of a text-prompted segmenter (learning calibrates them).
     """
 
     polygon_tolerance: float = 1.0
@@ -118,12 +123,15 @@ class SegmentationPost:
     polygon_parts: Literal["largest", "all"] = "largest"
     nms_threshold: float = 0.5
     max_detections: int = 100
+    label_thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _in_range("polygon_tolerance", self.polygon_tolerance, 0.0, 1000.0)
         _in_range("min_area", self.min_area, 0, 10**9)
         _in_range("nms_threshold", self.nms_threshold, 0.0, 1.0)
         _in_range("max_detections", self.max_detections, 1, 100_000)
+        for label, threshold in self.label_thresholds.items():
+            _in_range(f"label_thresholds.{label}", threshold, 0.0, 1.0)
 
 
 def _in_range(name: str, value: float, low: float, high: float) -> None:
@@ -149,8 +157,12 @@ class TargetPlan:
         params: The adapter's ``Params`` instance.
         post: The task's post-processing settings (e.g. ``DetectionPost``).
         prompts: Texts sent to the model.
-        prompt_labels: Label index (in ``target.labels``) of each prompt, then of each example.
+        prompt_labels: Label index (in ``target.labels``) of each prompt, then of each example, then of each query.
         examples: Example boxes sent after the texts, for adapters that accept them.
+        detector: For segmentation with a promptable segmenter: where its boxes come from.
+        queries: Few-shot query embeddings learned from annotations, sent after the examples.
+        head: A learned classification head (``backend.learning.overlay.LearnedHead``): the adapter of ``spec``
+            embeds the images and the head scores them, instead of the zero-shot prompts.
     """
 
     target: Target
@@ -160,7 +172,9 @@ class TargetPlan:
     prompts: tuple[str, ...]
     prompt_labels: tuple[int, ...]
     examples: tuple[ExampleRef, ...] = ()
-    detector: TargetPlan | None = None  # segmentation with a promptable segmenter: where its boxes come from
+    detector: TargetPlan | None = None
+    queries: tuple[QueryEmbedding, ...] = ()
+    head: Any = None
 
 
 @dataclass(frozen=True)

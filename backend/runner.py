@@ -88,6 +88,7 @@ class Outcome:
         unreached: Ids of tasks not started before the request stopped.
         stop_reason: Why it stopped early, if it did.
         credentials_refused: Image fetches for which Label Studio refused prelabel's credentials.
+        waiting: Controls whose model answers only through a learned head, which the project has not fitted yet.
     """
 
     entries: list[Any]
@@ -95,6 +96,7 @@ class Outcome:
     unreached: list[int | None] = field(default_factory=list)
     stop_reason: str | None = None
     credentials_refused: int = 0
+    waiting: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -105,6 +107,7 @@ class _TaskState:
     regions: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     reached: bool = False
+    skipped: list[str] = field(default_factory=list)  # controls whose model cannot answer yet (no learned head)
 
 
 class Runner:
@@ -162,6 +165,7 @@ class Runner:
                 outcome.entries.append({"result": state.regions, "score": score, "model_version": plan.model_version})
         if outcome.unreached:
             metrics.TASKS.labels("unreached").inc(len(outcome.unreached))
+        outcome.waiting = sorted({control for state in states for control in state.skipped})
         return outcome
 
     def _scale_rules(self, plan: Plan) -> dict[str, ScaleRule | None]:
@@ -353,11 +357,17 @@ class Runner:
         Targets asking the same question share one pass. A failed batch (or example image) is recorded on its tasks,
         which get no answer.
         """
-        key = (target.spec, repr(target.params), target.prompts, target.examples, target.target.value_key)
+        queries = tuple(q.key for q in target.queries)
+        key = (target.spec, repr(target.params), target.prompts, target.examples, queries, target.head,
+               target.target.value_key)  # fmt: skip
         if key in shared:
             return shared[key]
         answers: dict[int, sv.Detections] = shared.setdefault(key, {})
         adapter = self.pool.get(target.spec, self.model_wait)
+        if target.head is None and not adapter.zero_shot:
+            for state, _ in ready:
+                state.skipped.append(target.target.control)
+            return answers
         try:
             examples = tuple(self._example_prompt(example, ls) for example in target.examples)
         except MediaError as exc:
@@ -365,16 +375,25 @@ class Runner:
             for state, _ in ready:
                 state.errors.append(f"example image of control {target.target.control!r}: {exc}")
             return answers
-        query = Query((*target.prompts, *examples), target.params)
+        query = Query((*target.prompts, *examples, *target.queries), target.params)
         for batch in _batches(ready, adapter):
+            pixels = [image.pixels for _, image in batch]
             try:
-                results = self.pool.run(target.spec, [image.pixels for _, image in batch], query)
+                results = (
+                    self.pool.run(target.spec, pixels, query) if target.head is None else self._head(target, pixels)
+                )
             except Exception as exc:
                 self._failed(target.spec.adapter, [state for state, _ in batch], exc)
                 continue
             for (state, image), answer in zip(batch, results, strict=True):
                 answers[state.index] = _to_original(answer, image)
         return answers
+
+    def _head(self, target: TargetPlan, pixels: list[np.ndarray]) -> list[sv.Detections]:
+        """A learned head's answers: the model embeds the images, the head scores the embeddings."""
+        return self.pool.call(
+            target.spec, lambda adapter: target.head.answer(adapter.embed(pixels), pixels), len(pixels)
+        )
 
     def _segment_boxes(self, target: TargetPlan, state: _TaskState, image: FetchedImage, boxes: sv.Detections) -> None:
         """Grounded segmentation: one decoder call for all of an image's boxes; the boxes keep label and score."""

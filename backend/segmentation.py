@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import supervision as sv
 
+from backend.detection import above_label_thresholds
 from backend.encode import brush_region, polygon_region
 from backend.label_config import Target
 from backend.plan import SegmentationPost, TargetPlan
@@ -41,6 +42,7 @@ def finish_masks(masks: sv.Detections, plan: TargetPlan, *, prompt_ids: bool) ->
         data={CLASS_NAME_DATA_FIELD: np.asarray([plan.target.labels[i] for i in labels], dtype=object)},
     )
     out = out[out.mask.reshape(len(out), -1).sum(axis=1) >= post.min_area]
+    out = out[above_label_thresholds(out, plan.target.labels, post.label_thresholds)]
     if post.nms_threshold < 1.0 and len(out) > 1:
         out = out.with_nms(threshold=post.nms_threshold, class_agnostic=False)
     order = np.argsort(-out.confidence, kind="stable")[: post.max_detections]

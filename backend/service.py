@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from backend.errors import BadRequest
+from backend.learning.learner import Learner, Services
+from backend.learning.settings import learning_settings
 from backend.ls_client import LabelStudioClient
 from backend.media import MediaFetcher
 from backend.models import ModelPool
@@ -46,6 +48,15 @@ class PrelabelService:
         self._probed: dict[tuple[Any, str], float] = {}
         self._probe_lock = threading.Lock()
         self.runner = Runner(self.pool, self.fetcher, self.executor, settings.model_wait)
+        services = Services(
+            pool=self.pool,
+            fetcher=self.fetcher,
+            plan=lambda record: self.plan(record.label_config, record.extra_params),
+            label_studio=self.label_studio,
+            predict=lambda tasks, plan, ls: self.runner.predict(tasks, plan, ls).entries,
+            model_wait=settings.model_wait,
+        )
+        self.learner = Learner(settings.model_dir, self.store, services, debounce=settings.fit_debounce)
 
     def plan(self, label_config: str, extra_params: dict[str, Any]) -> Plan:
         """The plan for a config and a project's settings, with the server's defaults underneath."""
@@ -64,16 +75,18 @@ class PrelabelService:
         """
         try:
             params = parse_extra_params(extra_params)
+            learning_settings(params)
             plan = self.plan(label_config, params)
+            record = ProjectRecord(project, label_config, params, hostname, access_token, plan.model_version)
+            served = self.learner.serve(record, plan)
         except BadRequest as exc:
             self.store.record_event("setup", f"/setup refused: {exc}", project=project)
             raise
-        record = ProjectRecord(project, label_config, params, hostname, access_token, plan.model_version)
         self.store.save(record)
         self.pool.retain(self._specs_in_use())
-        self.preload(plan, urgent=True)
+        self.preload(served, urgent=True)
         self._probe_credentials(record)
-        return plan.model_version
+        return served.model_version
 
     def _probe_credentials(self, record: ProjectRecord) -> None:
         """In the background, ask Label Studio whether the token prelabel will use works (once per token per 10 min).
@@ -153,6 +166,8 @@ class PrelabelService:
         if not config:
             raise BadRequest("predict needs a label_config (or a project set up through /setup first)")
         plan = self.plan(config, record.extra_params if record else {})
+        if record is not None and config == record.label_config:
+            plan = self.learner.serve(record, plan)
         if isinstance(context, dict) and context.get("result"):
             return self.runner.interactive(tasks, context, plan, self.label_studio(record))
         budget = RequestBudget(self.settings.predict_budget, client_gone)
@@ -174,6 +189,13 @@ class PrelabelService:
                 "LABEL_STUDIO_API_KEY (a Personal Access Token from Account & Settings)",
                 project=project,
                 count=outcome.credentials_refused,
+            )
+        if outcome.waiting:
+            log.info(
+                "project %s: control(s) %s got no region: their model has no text tower and answers only once the "
+                "project has annotated examples and a fit has run (see extra_params.learning)",
+                project,
+                ", ".join(outcome.waiting),
             )
         if outcome.unreached:
             message = (
@@ -200,19 +222,10 @@ class PrelabelService:
             return None
 
     def webhook(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Acknowledge a Label Studio event. prelabel does not train yet, and says so."""
-        action = payload.get("action")
-        if not isinstance(action, str):
+        """Record a Label Studio event for learning (see ``backend.learning``); answers at once."""
+        if not isinstance(payload.get("action"), str):
             raise BadRequest("webhook body must have an 'action' string")
-        project = payload.get("project")
-        project_id = project.get("id") if isinstance(project, dict) else project
-        log.info("webhook %s for project %s: not trained (training is not implemented yet)", action, project_id)
-        return {
-            "action": action,
-            "project": project_id,
-            "status": "not_trained",
-            "detail": "prelabel does not train on annotations yet; predictions come from the zero-shot models",
-        }
+        return self.learner.handle(payload)
 
     def versions(self, project: str | None) -> list[str]:
         """Model versions this backend has produced for a project (all projects when ``None``)."""

@@ -43,6 +43,7 @@ class ServerSettings:
     max_tasks: int = 10_000
     max_config_bytes: int = 1024 * 1024
     predict_budget: float = 85.0
+    fit_debounce: float = 3.0
     device: str = "auto"
     dtype: str = "auto"
     defaults: Mapping[str, Any] = field(default_factory=dict)
@@ -128,6 +129,7 @@ class ServerSettings:
             max_tasks=number("PRELABEL_MAX_TASKS", int, cls.max_tasks),
             max_config_bytes=number("PRELABEL_MAX_CONFIG_KB", int, cls.max_config_bytes >> 10) << 10,
             predict_budget=number("PRELABEL_PREDICT_BUDGET", float, cls.predict_budget),
+            fit_debounce=number("PRELABEL_FIT_DEBOUNCE", float, cls.fit_debounce),
             device=get("PRELABEL_DEVICE") or cls.device,
             dtype=get("PRELABEL_DTYPE") or cls.dtype,
             defaults=defaults,

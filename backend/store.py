@@ -116,6 +116,23 @@ class ProjectStore:
         row = self._db.run(lambda db: db.execute(f"{_SELECT} WHERE project = ?", (project,)).fetchone())
         return None if row is None else _record(row)
 
+    def find(self, project_id: int) -> ProjectRecord | None:
+        """The most recently set-up project with this numeric id (webhooks name projects by id only)."""
+        row = self._db.run(
+            lambda db: db.execute(
+                f"{_SELECT} WHERE project_id = ? ORDER BY updated_at DESC LIMIT 1", (project_id,)
+            ).fetchone()
+        )
+        return None if row is None else _record(row)
+
+    def add_version(self, project: str, model_version: str) -> None:
+        """Remember a version produced for a project other than by ``/setup`` (a fit)."""
+        self._db.run(
+            lambda db: db.execute(
+                "INSERT OR IGNORE INTO versions VALUES (?, ?, ?)", (project, model_version, time.time())
+            )
+        )
+
     def all(self) -> list[ProjectRecord]:
         """Every saved project, most recently set up first."""
         rows = self._db.run(lambda db: db.execute(f"{_SELECT} ORDER BY updated_at DESC").fetchall())

@@ -36,6 +36,7 @@ __all__ = [
     "ExamplePrompt",
     "ModelSpec",
     "Query",
+    "QueryEmbedding",
     "ResizeRule",
     "SettingsError",
     "Task",
@@ -123,17 +124,33 @@ class ExamplePrompt:
     key: str = ""
 
 
+@dataclass(frozen=True, eq=False)
+class QueryEmbedding:
+    """A visual prompt given as its embedding: a few-shot query learned from annotated boxes.
+
+    For adapters with ``accepts_examples``, in the space their ``embed_boxes`` answers in, so a learned query
+    needs neither its image nor a forward pass at prediction time.
+
+    Attributes:
+        vector: ``(D,)`` float32.
+        key: Stable identity (e.g. the fit and the annotation it came from).
+    """
+
+    vector: np.ndarray
+    key: str = ""
+
+
 @dataclass(frozen=True)
 class Query(Generic[P]):
     """What to look for in a batch of images.
 
     Attributes:
-        prompts: Texts (or, for adapters with ``accepts_examples``, example boxes) the model is asked about;
-            ``class_id`` in the answer indexes this tuple.
+        prompts: Texts (or, for adapters with ``accepts_examples``, example boxes and query embeddings) the model is
+            asked about; ``class_id`` in the answer indexes this tuple.
         params: The adapter's ``Params`` instance (thresholds and other per-request knobs).
     """
 
-    prompts: tuple[str | ExamplePrompt, ...]
+    prompts: tuple[str | ExamplePrompt | QueryEmbedding, ...]
     params: P
 
 

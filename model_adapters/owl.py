@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 import supervision as sv
 
-from model_adapters.base import CLASS_NAME_DATA_FIELD, Adapter, ExamplePrompt, Query, Task
+from model_adapters.base import CLASS_NAME_DATA_FIELD, Adapter, ExamplePrompt, Query, QueryEmbedding, Task
 from model_adapters.registry import register_adapter
 from model_adapters.torch_utils import CHANNELS_LAST, load_transformers_model
 
@@ -99,8 +99,8 @@ class _Owl(Adapter[OwlParams]):
             )
         return out
 
-    def embed_prompts(self, prompts: Sequence[str | ExamplePrompt]) -> Any:
-        """Query embeddings ``(Q, D)`` for text prompts and example boxes, cached per prompt.
+    def embed_prompts(self, prompts: Sequence[str | ExamplePrompt | QueryEmbedding]) -> Any:
+        """Query embeddings ``(Q, D)`` for text prompts, example boxes and given embeddings, cached per prompt.
 
         Runs on the model's device under ``inference_mode``; the training loop can call it directly.
         """
@@ -109,7 +109,16 @@ class _Owl(Adapter[OwlParams]):
         texts = [p for p in prompts if isinstance(p, str)]
         with torch.inference_mode():
             text_embeds = dict(zip(texts, self._embed_texts(texts), strict=True)) if texts else {}
-            return torch.stack([text_embeds[p] if isinstance(p, str) else self._embed_example(p) for p in prompts])
+            return torch.stack([self._embed_one(p, text_embeds) for p in prompts])
+
+    def _embed_one(self, prompt: str | ExamplePrompt | QueryEmbedding, texts: Mapping[str, Any]) -> Any:
+        import torch
+
+        if isinstance(prompt, str):
+            return texts[prompt]
+        if isinstance(prompt, QueryEmbedding):
+            return torch.as_tensor(prompt.vector, device=self.device, dtype=self.dtype)
+        return self._embed_example(prompt)
 
     def embed_boxes(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Class embeddings ``(K, D)`` of the regions best matching ``boxes`` (K, 4 pixels xyxy) on ``image``."""

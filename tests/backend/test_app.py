@@ -134,12 +134,22 @@ def test_unknown_routes_and_methods_are_json(client: FlaskClient) -> None:
 
 
 @pytest.mark.parametrize(
-    "action", ["START_TRAINING", "ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "PROJECT_UPDATED"]
-)
-def test_webhook_accepts_every_action_and_says_not_trained(client: FlaskClient, action: str) -> None:
-    response = client.post("/webhook", json={"action": action, "project": {"id": 3, "label_config": RECT_CONFIG}})
+    ("action", "extra", "status"),
+    [
+        ("START_TRAINING", {}, "scheduled"),
+        ("ANNOTATION_CREATED", {"annotation": {"id": 1, "task": 5, "result": []}, "task": {"id": 5, "data": {}}},
+         "scheduled"),
+        ("ANNOTATIONS_DELETED", {"annotations": [{"id": 1}]}, "scheduled"),
+        ("PROJECT_UPDATED", {}, "ignored"),
+    ],
+)  # fmt: skip
+def test_webhook_answers_every_action_with_what_learning_does(
+    client: FlaskClient, action: str, extra: dict, status: str
+) -> None:
+    client.post("/setup", json=setup_body({"detection": {"model": "slow_fake"}}))  # project 3
+    response = client.post("/webhook", json={"action": action, "project": {"id": 3}, **extra})
     assert response.status_code == 200
-    assert response.json["status"] == "not_trained" and response.json["action"] == action
+    assert response.json["status"] == status and response.json["action"] == action
 
 
 def test_versions_lists_what_setup_produced(client: FlaskClient) -> None:
@@ -183,7 +193,7 @@ def test_basic_auth_protects_every_route_but_health(tmp_path: Path) -> None:
 
 def test_webhook_secret_in_the_query_replaces_basic_auth(tmp_path: Path) -> None:
     client = make_client(tmp_path, basic_auth_user="ls", basic_auth_pass="secret", webhook_secret="s3")
-    body = {"action": "ANNOTATION_CREATED", "project": {"id": 1}}
+    body = {"action": "PROJECT_UPDATED", "project": {"id": 1}}
     assert client.post("/webhook?secret=s3", json=body).status_code == 200
     assert client.post("/webhook?secret=no", json=body).status_code == 401
     assert client.post("/webhook", json=body, auth=("ls", "secret")).status_code == 200

@@ -86,7 +86,7 @@ def test_the_flask_development_server_logs_no_secret(
     try:
         with caplog.at_level(logging.INFO, logger="werkzeug"):
             url = f"http://127.0.0.1:{server.server_port}/webhook?secret=dev-server-secret"
-            assert requests.post(url, json={"action": "ANNOTATION_CREATED"}, timeout=10).status_code == 200
+            assert requests.post(url, json={"action": "PROJECT_UPDATED"}, timeout=10).status_code == 200
     finally:
         server.shutdown()
         thread.join(5)

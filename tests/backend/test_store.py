@@ -187,7 +187,7 @@ def test_processes_that_meet_corruption_together_move_it_once_and_lose_no_fresh_
     ProjectStore(model_dir).save(record("old"))
     if worker is _save_when_released:
         (model_dir / "prelabel.sqlite3").write_bytes(garbage(tmp_path))
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")  # fork would copy other tests' threads mid-lock
     n = 6
     barrier = context.Barrier(n + (worker is _open_then_save))
     processes = [context.Process(target=worker, args=(str(model_dir), f"{i}.1", barrier)) for i in range(n)]

@@ -9,7 +9,7 @@ from backend.app import create_app
 from backend.settings import ServerSettings
 
 HEADER = "X-Prelabel-Webhook-Secret"
-EVENT = {"action": "ANNOTATION_CREATED", "project": {"id": 3}}
+EVENT = {"action": "PROJECT_UPDATED", "project": {"id": 3}}
 
 
 def make_client(tmp_path: Path, **settings: object) -> FlaskClient:
@@ -51,6 +51,6 @@ def test_refused_webhooks_show_on_the_status_page(tmp_path) -> None:
 
     app = create_app(ServerSettings(model_dir=tmp_path, preload_projects=0, basic_auth_user="u", basic_auth_pass="p"))
     client = app.test_client()
-    assert client.post("/webhook", json={"action": "ANNOTATION_CREATED"}).status_code == 401
+    assert client.post("/webhook", json={"action": "PROJECT_UPDATED"}).status_code == 401
     page = client.get("/", headers={"Authorization": "Basic dTpw"}).text
     assert "1 webhook calls were refused in the last hour" in page and "basic auth required" in page

@@ -37,7 +37,7 @@ def setup_tiny_detector(server: PrelabelServer, tiny_dir: Path, project: str) ->
 
 def test_secrets_sent_in_requests_never_reach_the_log(server: PrelabelServer, tiny: Callable[[str], Path]) -> None:
     url = server.url
-    event = {"action": "ANNOTATION_CREATED", "project": {"id": 1}}
+    event = {"action": "PROJECT_UPDATED", "project": {"id": 1}}
     assert requests.post(f"{url}/webhook?secret={WEBHOOK_SECRET}", json=event, timeout=10).status_code == 200
     assert requests.post(f"{url}/webhook?SECRET=wrong-s3cr3t-0002", json=event, timeout=10).status_code == 401
     header = {"X-Prelabel-Webhook-Secret": WEBHOOK_SECRET}
