@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -106,6 +107,14 @@ def test_every_family_names_its_extra() -> None:
     assert set(EXTRA_FOR) == families
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert set(EXTRA_FOR.values()) <= set(extras)
+
+
+def test_readme_install_table_matches() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| extra | model families |") :].split("\n\n")[0]
+    rows = re.findall(r"^\| `(\w+)` \| (.*) \|$", table, re.M)
+    documented = {family: extra for extra, cell in rows for family in re.findall(r"`(\w+)`", cell)}
+    assert documented == EXTRA_FOR
 
 
 @pytest.mark.parametrize("extra", EXTRAS)
