@@ -244,7 +244,7 @@ def make_params(cls: type[P], values: Mapping[str, Any], *, owner: str) -> P:
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise SettingsError(f"unknown setting {unknown[0]!r} for {owner}; known: {', '.join(sorted(fields))}")
+        raise SettingsError(f"unknown setting {unknown[0]!r} for {owner}; known: {', '.join(sorted(fields)) or 'none'}")
     return cls(**{key: _coerce(value, hints[key], f"{owner}.{key}") for key, value in values.items()})
 
 

@@ -25,6 +25,7 @@ _FAMILY_MODULES = (
     "openclip",
     "fastvit",
     "albef",
+    "dinov2",
     "sam",
     "sam2",
     "sam3",

@@ -207,8 +207,8 @@ def load_transformers_model(adapter: Adapter, model_class: str, model_types: Seq
     processor = from_pretrained(transformers.AutoProcessor.from_pretrained, adapter.spec)
     loader = getattr(transformers, model_class).from_pretrained
     model = from_pretrained(loader, adapter.spec, config=config, dtype=adapter.dtype)
-    if adapter.task is not Task.SEGMENTATION:
-        adapter.resize_rule = resize_rule_of(getattr(processor, "image_processor", None))
+    if adapter.task is not Task.SEGMENTATION:  # AutoProcessor gives a bare image processor for image-only models
+        adapter.resize_rule = resize_rule_of(getattr(processor, "image_processor", processor))
     return processor, model.to(adapter.device).eval()
 
 

@@ -6,6 +6,9 @@ full forward and the processor's post-processing; or, for families that take PIL
 the PIL image. It answers ``sv.Detections`` in pixels of the image with ``class_id`` indexing ``PROMPTS`` (``None``
 where the post-processing does not say which prompt a box belongs to), at threshold 0. Segmenters are asked for
 one mask on ``SEGMENT_BOX`` of the image.
+
+Families that are not zero-shot (``zero_shot = False``: they answer only through a learned head) have an embedding
+reference in ``EMBEDDINGS`` instead: the ``(1, D)`` features of the image, computed the library's way.
 """
 
 from __future__ import annotations
@@ -268,6 +271,17 @@ def sam3(adapter: Any, image: np.ndarray) -> sv.Detections:
     return sv.Detections.merge(found)
 
 
+@torch.inference_mode()
+def dino_embedding(adapter: Any, image: np.ndarray) -> np.ndarray:
+    """DINOv2's linear-probe features: the processor's pixels, the model's forward, then the normalised
+    ``[CLS, mean(patch tokens)]`` of the final layer norm (register tokens are neither)."""
+    inputs = _processor(adapter)(images=image, return_tensors="pt", **LAYOUT)
+    tokens = adapter.model(**inputs).last_hidden_state
+    patches = tokens[:, 1 + getattr(adapter.model.config, "num_register_tokens", 0) :]
+    features = torch.cat([tokens[:, 0], patches.mean(dim=1)], dim=-1)
+    return torch.nn.functional.normalize(features, dim=-1).numpy()
+
+
 REFERENCES: dict[str, Callable[[Any, np.ndarray], sv.Detections]] = {
     "grounding_dino": grounding_dino,
     "owlvit": owl,
@@ -285,4 +299,7 @@ REFERENCES: dict[str, Callable[[Any, np.ndarray], sv.Detections]] = {
     "sam2": sam2,
     "segment_anything": segment_anything,
     "sam3": sam3,
+}
+EMBEDDINGS: dict[str, Callable[[Any, np.ndarray], np.ndarray]] = {
+    "dinov2": dino_embedding,
 }

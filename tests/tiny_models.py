@@ -445,6 +445,30 @@ def build_dinov2(path: Path) -> Path:
     return _save(path, tfm.Dinov2Model, config, image_processor)
 
 
+def build_dinov2_with_registers(path: Path) -> Path:
+    """``Dinov2WithRegistersModel`` + ``BitImageProcessor`` (32 px, patch 8): tokens are CLS, 4 registers, 16 patches."""
+    config = tfm.Dinov2WithRegistersConfig(**TINY_VISION, num_register_tokens=4)
+    return _save(path, tfm.Dinov2WithRegistersModel, config, tfm.BitImageProcessor(**TINY_CLIP_IMAGE))
+
+
+def build_dinov3_vit(path: Path) -> Path:
+    """``DINOv3ViTModel`` + ``DINOv3ViTImageProcessor`` (resized to 32 px square, patch 8, RoPE, 4 registers)."""
+    config = tfm.DINOv3ViTConfig(**TINY_VISION, num_register_tokens=4)
+    image_processor = tfm.DINOv3ViTImageProcessor(size={"height": 32, "width": 32})
+    return _save(path, tfm.DINOv3ViTModel, config, image_processor)
+
+
+def build_dinov3_convnext(path: Path) -> Path:
+    """``DINOv3ConvNextModel`` + ``DINOv3ViTImageProcessor`` (64 px square; 4 one-block stages, 8..32 channels).
+
+    The network's stride is 32, so its last feature map is 2x2: the output is its layer-normed mean as the
+    "CLS" token, then the 4 cells.
+    """
+    config = tfm.DINOv3ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], image_size=64)
+    image_processor = tfm.DINOv3ViTImageProcessor(size={"height": 64, "width": 64})
+    return _save(path, tfm.DINOv3ConvNextModel, config, image_processor)
+
+
 # --------------------------------------------------------------------------------------------------
 # Promptable segmentation
 # --------------------------------------------------------------------------------------------------
@@ -846,6 +870,9 @@ TINY_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "siglip2": build_siglip2,
     "blip": build_blip,
     "dinov2": build_dinov2,
+    "dinov2_with_registers": build_dinov2_with_registers,
+    "dinov3_vit": build_dinov3_vit,
+    "dinov3_convnext": build_dinov3_convnext,
     "sam": build_sam,
     "sam2": build_sam2,
     "sam3": build_sam3,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from contextlib import nullcontext as does_not_raise
@@ -210,3 +211,12 @@ def test_the_interactive_model_does_not_change_the_version_of_batch_predictions(
     assert other.interactive[0].spec.adapter == "sam2"
     assert other.model_version == base.model_version
     assert plan(smart, {"segmentation": {"model": "sam2"}}).model_version != base.model_version
+
+
+def test_a_choices_control_may_pick_an_embedding_only_model_which_takes_no_prompt_knobs() -> None:
+    choices = '<View><Image name="i" value="$i"/><Choices name="c" toName="i"><Choice value="A"/></Choices></View>'
+    env = {"classification": {"templates": ["a photo of {}"]}}  # a clip knob: it applies where it fits
+    (target,) = plan(choices, {"classification": {"model": "dinov2"}}, env).targets
+    assert target.spec.model_id == "facebook/dinov2-small" and dataclasses.asdict(target.params) == {}
+    with pytest.raises(ProjectSettingsError, match="unknown setting 'templates' for dinov2; known: none"):
+        plan(choices, {"classification": {"model": "dinov2", "templates": ["{}"]}})
