@@ -29,7 +29,7 @@ from scipy.special import expit, log_softmax, softmax
 __all__ = ["ChoiceHead", "ThresholdCurve", "box_iou", "calibrate_threshold", "fit_choice_head", "greedy_matches"]
 
 # Strength of the pull back to the zero-shot prior (times ``learning.prior_weight``), and the ridge used without one.
-PRIOR_STRENGTH = 0.1
+PRIOR_STRENGTH = 0.03
 RIDGE = 0.01
 
 

@@ -182,9 +182,10 @@ class Learner:
             except Exception:  # the loop must survive anything (the store heals itself; see sqlite_file)
                 log.exception("learning loop")
 
-    def run_due(self) -> bool:
-        """Claim and run one due fit, if any; returns whether one ran."""
-        request = self.store.claim_fit(self.worker, debounce=self.debounce, lease=_LEASE_S)
+    def run_due(self, debounce: float | None = None) -> bool:
+        """Claim and run one due fit, if any (``debounce`` overrides the quiet time it needs); whether one ran."""
+        wait = self.debounce if debounce is None else debounce
+        request = self.store.claim_fit(self.worker, debounce=wait, lease=_LEASE_S)
         if request is None:
             return False
         try:

@@ -24,12 +24,13 @@ _ANNOTATED = json.dumps(
 )
 
 
-def fetch_annotations(ls: LabelStudioClient, project_id: int, page_size: int = PAGE_SIZE) -> Iterator[Annotation]:
+def fetch_annotations(ls: LabelStudioClient, project_id: int, page_size: int | None = None) -> Iterator[Annotation]:
     """Every annotation of the project's annotated tasks, paged (memory holds one page at a time).
 
     Raises:
         LabelStudioAPIError: A page could not be read.
     """
+    page_size = page_size or PAGE_SIZE
     page, seen = 1, 0
     while True:
         params = {"project": project_id, "page": page, "page_size": page_size, "fields": "all", "query": _ANNOTATED}
