@@ -882,7 +882,10 @@ def fault_store(h: Harness, mode: str) -> Fault:
             return setup
         return h.predict(session, project, config, [image])
 
-    moved_before = len(list(store.parent.glob("prelabel.sqlite3.corrupt-*")))
+    def moved_aside() -> int:  # databases moved aside (their -wal and -shm go with them)
+        return sum(not p.name.endswith(("-wal", "-shm")) for p in store.parent.glob("prelabel.sqlite3.corrupt-*"))
+
+    moved_before = moved_aside()
     warm = make_session()
     for n in range(6):  # both workers have these projects' models loaded before the damage
         cycle(warm, n)
@@ -902,7 +905,7 @@ def fault_store(h: Harness, mode: str) -> Fault:
     after += [send(session, h.url, Request("GET", path, None, {})) for path in ("/", "/versions?project=400")]
     bad = [a for a in answers + after if a.status != 200]
     mode_ok = store.exists() and stat.S_IMODE(store.stat().st_mode) == 0o600
-    moved = len(list(store.parent.glob("prelabel.sqlite3.corrupt-*"))) - moved_before
+    moved = moved_aside() - moved_before
     integrity = quick_check(store)
     happened = (
         f"{len(answers)} requests during ({damaged_at} before the damage): {_statuses(answers)}; 8 after (incl. the "
