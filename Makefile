@@ -4,7 +4,7 @@ VENV := .venv
 LS_VENV := .venv-ls
 LABEL_STUDIO_VERSION := 1.23.2
 
-.PHONY: serve test lint bench clean compose-tool
+.PHONY: serve test lint bench reliability clean compose-tool
 
 $(VENV)/.serve-installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ test: lint compose-tool $(LS_VENV)/.installed
 
 bench: $(VENV)/.test-installed
 	$(VENV)/bin/python -m benchmarks.run $(ROWS)
+
+# Fuzzing, 64 concurrent clients, injected faults, SSRF attempts and huge images against `prelabel serve` on loopback.
+reliability: $(VENV)/.test-installed
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m benchmarks.reliability $(if $(SEED),--seed $(SEED))
 
 clean:
 	rm -rf $(VENV) $(LS_VENV) .pytest_cache .ruff_cache .cache
