@@ -160,7 +160,7 @@ class MediaFetcher:
                     f"{value} is a Label Studio path but no Label Studio URL is known: set LABEL_STUDIO_URL"
                 )
             return self._get(ls.url(value), ls)
-        if value.startswith(("http://", "https://")):
+        if value.lower().startswith(("http://", "https://")):
             return self._get(value, ls)
         raise MediaError(f"unsupported image reference {value[:100]!r}: expected http(s)://, /data/..., s3:// or data:")
 
@@ -273,23 +273,32 @@ def decode_image(
                 raise MediaError(
                     f"image is {width}x{height} = {width * height} pixels, over PRELABEL_MEDIA_MAX_PIXELS={max_pixels}"
                 )
-            turned = image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)
-            size_wh = (height, width) if turned else (width, height)
-            factor = min(1.0, scale(*size_wh)) if scale else 1.0
-            wanted = (max(1, math.ceil(width * factor)), max(1, math.ceil(height * factor)))
-            if factor < 1.0:
-                image.draft("RGB", wanted)  # JPEG: decode at 1/2, 1/4 or 1/8 scale, still >= wanted
-            with budget.hold(image.size[0] * image.size[1]) if budget else nullcontext():
-                upright = ImageOps.exif_transpose(image)
-                if upright.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit: keep the high byte, as browsers do
-                    high = (np.asarray(upright, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
-                    upright = Image.fromarray(high, "L")
-                reduce = min(image.size[0] // wanted[0], image.size[1] // wanted[1])
-                if reduce >= 2:
-                    upright = upright.reduce(reduce)
-                return FetchedImage(np.array(upright.convert("RGB")), size_wh)
+            # Only JPEG can decode at a reduced size, and only its EXIF is read without decoding the image (a PNG's
+            # may follow the pixels): anything else holds the budget for its full size from here on.
+            reduced = image.format == "JPEG"
+            with nullcontext() if reduced or budget is None else budget.hold(width * height):
+                orientation = image.getexif().get(_ORIENTATION, 1)
+                size_wh = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+                factor = min(1.0, scale(*size_wh)) if scale else 1.0
+                wanted = (max(1, math.ceil(width * factor)), max(1, math.ceil(height * factor)))
+                if factor < 1.0 and reduced:
+                    image.draft("RGB", wanted)  # decode at 1/2, 1/4 or 1/8 scale, still >= wanted
+                with budget.hold(image.size[0] * image.size[1]) if reduced and budget else nullcontext():
+                    return _decoded(image, orientation, wanted, size_wh)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
         raise MediaError(f"not a readable image ({len(data)} bytes): {exc}") from None
+
+
+def _decoded(image: Image.Image, orientation: int, wanted: tuple[int, int], size_wh: tuple[int, int]) -> FetchedImage:
+    """Decode, turn upright (copying only when it must), reduce by a whole factor, RGB."""
+    upright = ImageOps.exif_transpose(image) if orientation != 1 else image
+    if upright.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit: keep the high byte, as browsers do
+        high = (np.asarray(upright, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+        upright = Image.fromarray(high, "L")
+    reduce = min(image.size[0] // wanted[0], image.size[1] // wanted[1])
+    if reduce >= 2:
+        upright = upright.reduce(reduce)
+    return FetchedImage(np.array(upright if upright.mode == "RGB" else upright.convert("RGB")), size_wh)
 
 
 def _read_capped(response: requests.Response, max_bytes: int, clock: outbound.Deadline, url: str) -> bytes:
@@ -318,10 +327,11 @@ def _read_file(path: Path, max_bytes: int) -> bytes:
         raise MediaError(f"local file not found: {path}") from None
     except OSError as exc:
         raise MediaError(f"cannot read {path}: {exc}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # checked before fdopen, which refuses directories on its own terms
+        os.close(fd)
+        raise MediaError(f"{path} is not a regular file")
     with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise MediaError(f"{path} is not a regular file")
         if info.st_size > max_bytes:
             raise MediaError(f"{path} is {info.st_size} bytes, over PRELABEL_MEDIA_MAX_BYTES={max_bytes}")
         data = file.read(max_bytes + 1)

@@ -341,8 +341,8 @@ def _plan_target(
         project_layer.pop(key, None)
     merged = {"device": device, "dtype": dtype, **env_layer, **attr_layer, **project_layer}
     for key in _LOAD_KEYS:
-        if key in merged and not isinstance(merged[key], str):
-            raise ProjectSettingsError(f'{where}: {key} must be a string like "owlv2", got {merged[key]!r}')
+        if key in merged and (not isinstance(merged[key], str) or not merged[key].strip()):
+            raise ProjectSettingsError(f'{where}: {key} must be a non-empty string like "owlv2", got {merged[key]!r}')
     model = merged.pop("model", DEFAULT_MODELS[section])
     try:
         adapter, default_id = resolve_adapter(model)

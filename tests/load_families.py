@@ -32,6 +32,10 @@ def _load_and_call(family: str, model_id: str) -> str:
     if isinstance(adapter, PromptableSegmenter):
         answer = adapter.segment(image, MaskPrompt(boxes=((2.0, 2.0, 20.0, 20.0),)))
         assert answer.mask is not None and answer.mask.shape == (1, 48, 64), answer
+    elif not adapter.zero_shot:  # an embedder for learned heads
+        embeddings = adapter.embed([image])
+        assert embeddings.shape[0] == 1 and abs(float((embeddings**2).sum()) - 1.0) < 1e-4, embeddings.shape
+        return f"ok (embedding of {embeddings.shape[1]})"
     else:
         (answer,) = adapter([image], Query(("a cat", "a remote"), make_params(cls.Params, {}, owner=family)))
     return f"ok ({len(answer)} regions)"

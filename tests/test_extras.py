@@ -40,6 +40,7 @@ EXTRA_FOR = {
     "sam": "hf",
     "sam2": "hf",
     "sam3": "hf",
+    "dinov2": "hf",
     "openclip": "openclip",
     "fastvit": "timm",
     "albef": "timm",

@@ -73,10 +73,11 @@ def test_a_smart_tool_region_without_from_name_is_a_400(client: FlaskClient) -> 
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
-        ({"detection": {"model": 1.5}}, "model must be a string"),
-        ({"detection": {"model_id": ["a"]}}, "model_id must be a string"),
-        ({"detection": {"device": 0}}, "device must be a string"),
-        ({"controls": {"label": {"dtype": None}}}, "dtype must be a string"),
+        ({"detection": {"model": 1.5}}, "model must be a non-empty string"),
+        ({"detection": {"model_id": ""}}, "model_id must be a non-empty string"),
+        ({"detection": {"model_id": ["a"]}}, "model_id must be a non-empty string"),
+        ({"detection": {"device": 0}}, "device must be a non-empty string"),
+        ({"controls": {"label": {"dtype": None}}}, "dtype must be a non-empty string"),
     ],
 )
 def test_settings_of_the_wrong_type_are_a_400_naming_them(client: FlaskClient, extra: dict, match: str) -> None:

@@ -251,11 +251,14 @@ def test_fifos_and_devices_under_the_document_root_are_refused_without_blocking(
 
     os.mkfifo(tmp_path / "pipe.png")
     (tmp_path / "dev").symlink_to("/dev/zero")
+    (tmp_path / "folder").mkdir()
     media = fetcher(local_files_document_root=tmp_path, media_timeout=2.0)
     started = time.monotonic()
     with pytest.raises(MediaError, match="not a regular file"):
         media.load("/data/local-files/?d=pipe.png", task_id=1, ls=None)
     assert time.monotonic() - started < 1.0
+    with pytest.raises(MediaError, match="not a regular file"):  # a MediaError (the task's []), not a 500
+        media.load("/data/local-files/?d=folder", task_id=1, ls=None)
     # /dev/zero resolves outside the root; inside it, a device would be refused the same way
     with pytest.raises(MediaError, match="outside LOCAL_FILES_DOCUMENT_ROOT|not a regular file"):
         media.load("/data/local-files/?d=dev", task_id=1, ls=None)

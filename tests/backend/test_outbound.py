@@ -256,3 +256,10 @@ def test_no_cookie_set_by_label_studio_reaches_another_port_of_its_host(server: 
         media.load(bucket.url + "/b.png", task_id=1, ls=ls)
         assert bucket.cookies == [None]  # type: ignore[attr-defined]
         assert len(media.session.cookies) == 0
+
+
+def test_the_scheme_is_case_insensitive_as_in_the_url_standard(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[Sent] = []
+    with fake_dns(monkeypatch):
+        recording_fetcher(sent).load("HTTP://images.example.com/x.png", task_id=1, ls=None)
+    assert [(s.scheme, s.host) for s in sent] == [("http", "images.example.com")]
