@@ -20,7 +20,7 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from PIL import Image
-from werkzeug.exceptions import ClientDisconnected, HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from backend import metrics, outbound
 from backend.errors import BadRequest
@@ -171,6 +171,9 @@ def _json_object() -> dict[str, Any]:
         raw = request.get_data(cache=True)
     except ClientDisconnected:  # Content-Length promised more than arrived
         raise BadRequest("unreadable request body: it ended early") from None
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        raise RequestEntityTooLarge()  # a streamed (chunked) body is cut at the limit without a word: refuse it
     return parse_json_object(raw)
 
 

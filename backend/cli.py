@@ -82,10 +82,11 @@ def _serve(args: argparse.Namespace) -> int:
 
         def load(self) -> Any:
             from backend.app import create_app
-            from backend.gunicorn_errors import answer_body_errors
+            from backend.gunicorn_errors import answer_body_errors, close_after_refused_body
 
             app = create_app()
             answer_body_errors(app)
+            close_after_refused_body(app)
             return app
 
     _Gunicorn().run()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
@@ -21,7 +22,7 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from backend import metrics
 
-__all__ = ["JsonErrorWorker", "answer_body_errors"]
+__all__ = ["JsonErrorWorker", "answer_body_errors", "close_after_refused_body"]
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +85,25 @@ def answer_body_errors(app: Flask) -> None:
 
     app.register_error_handler(ParseException, malformed_body)
     app.register_error_handler(NoMoreData, malformed_body)
+
+
+def close_after_refused_body(app: Flask) -> None:
+    """Close the connection after a 413: the refused body is still unread, so nothing after it can be parsed.
+
+    gunicorn ignores an app's ``Connection: close`` and would try to drain the body instead (and give up on a large
+    one, leaving a keep-alive client waiting for an answer to its next request); its response object, whose
+    ``start_response`` the app is called with, can be told to close.
+    """
+    wsgi = app.wsgi_app
+
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if status.startswith("413"):
+                response = getattr(start_response, "__self__", None)
+                if response is not None and hasattr(response, "force_close"):
+                    response.force_close()
+            return start_response(status, headers, exc_info)
+
+        return wsgi(environ, start)
+
+    app.wsgi_app = wrapped  # type: ignore[method-assign]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,19 @@ def test_gunicorn_errors_keep_their_warning_and_access_log_lines(server: Prelabe
     log = server.log_text()
     assert re.search(r"\[WARNING\] Invalid request from ip=127\.0\.0\.1: Invalid HTTP Header: 'CONTENT-LENGTH'", log)
     assert '"POST /setup?from=access-log-test HTTP/1.1" 400' in log
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "content-length"])
+def test_a_body_over_the_limit_is_a_413_and_the_connection_closes(tmp_path: Path, chunked: bool) -> None:
+    body = b'{"tasks": ["' + b"x" * (2 << 20) + b'"]}'
+    if chunked:
+        pieces = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+        payload = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+        framing = b"Transfer-Encoding: chunked"
+    else:
+        payload, framing = body, b"Content-Length: %d" % len(body)
+    request = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + framing + b"\r\n\r\n"
+    with PrelabelServer(tmp_path / "limits", {"PRELABEL_MAX_BODY_MB": "1"}, workers=1) as limited:
+        ((status, headers, answer),) = responses(limited.send_raw(request + payload))
+    assert status == 413 and "error" in json.loads(answer)
+    assert headers["connection"] == "close"  # the unread rest of the body must not be taken for a next request
