@@ -18,12 +18,16 @@ def finish_detections(detections: sv.Detections, plan: TargetPlan, image_wh: tup
     """Map prompt ids to label ids and apply the task's post-processing.
 
     Several prompts of one label merge into that label; class-wise NMS then removes the duplicate boxes
-    they produce for one object. Boxes are clipped to the image and capped at ``max_detections``, best first.
+    they produce for one object. A box whose best prompt is a negative query (label ``-1``, learned from boxes
+    annotators deleted) is dropped. Boxes are clipped to the image and capped at ``max_detections``, best first.
     """
     post: DetectionPost = plan.post
     if len(detections) == 0:
         return detections
     labels = np.asarray(plan.prompt_labels)[detections.class_id]
+    detections, labels = detections[labels >= 0], labels[labels >= 0]
+    if len(detections) == 0:
+        return detections
     width, height = image_wh
     out = sv.Detections(
         xyxy=np.clip(detections.xyxy, 0, [width, height, width, height]).astype(np.float32),

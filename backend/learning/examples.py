@@ -60,12 +60,14 @@ class BoxExample:
         labels: Label index per object.
         boxes: ``(N, 4)`` xyxy in percent of the image.
         masks: ``(N, h, w)`` bool on a ``MASK_GRID`` grid, for ``PolygonLabels``/``BrushLabels``; else ``None``.
+        parent_prediction: The prediction the annotator started from (its boxes they deleted are negatives).
     """
 
     image: ImageRef
     labels: np.ndarray
     boxes: np.ndarray
     masks: np.ndarray | None = None
+    parent_prediction: int | None = None
 
 
 def teaching(annotations: Iterable[Annotation]) -> list[Annotation]:
@@ -125,6 +127,7 @@ def box_examples(target: Target, annotations: Iterable[Annotation]) -> list[BoxE
                 np.asarray(labels, dtype=int),
                 np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
                 (np.stack(masks) if masks else np.zeros((0, 1, 1), dtype=bool)) if masks_wanted else None,
+                annotation.parent_prediction,
             )
         )
     return examples

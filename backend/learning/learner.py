@@ -108,7 +108,7 @@ class Learner:
         record = self.projects.find(change.project_id)
         settings = learning_settings(record.extra_params) if record else LearningSettings()
         self._apply(change)
-        answer = {"action": action, "project": change.project_id}
+        answer = {"action": action, "project": change.project_id, "last_fit": self.store.outcome(change.project_id)}
         if record is None:
             return {**answer, "status": "recorded", "detail": "this project has not been set up here yet: it will "
                     "learn from these annotations once Label Studio connects it"}  # fmt: skip
@@ -208,14 +208,17 @@ class Learner:
             message = f"fit failed, still serving {self._serving(record)}: {exc}"
             log.warning("project %s: %s", record.project, message)
             self.projects.record_event("fit", message, project=record.project)
+            self.store.set_outcome(request.project_id, "failed", message)
             return None
         seconds = time.perf_counter() - started
         metrics.FIT_SECONDS.observe(seconds)
         if made is None:
             metrics.FITS.labels("nothing_to_learn").inc()
+            self.store.set_outcome(request.project_id, "nothing_to_learn", "no annotation teaches a control yet")
             return None
         metrics.FITS.labels("fitted").inc()
         log.info("project %s: fitted %s in %.1f s (%s)", record.project, made.version, seconds, made.summary)
+        self.store.set_outcome(request.project_id, "fitted", f"{made.version} in {seconds:.1f} s")
         return made
 
     def _serving(self, record: ProjectRecord) -> str:
@@ -435,37 +438,69 @@ class Learner:
     def _queries(
         self, scorer: TargetPlan, examples: list[BoxExample], settings: LearningSettings, ls: LabelStudioClient | None
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The newest annotated boxes of each label as image-guided queries (OWL-ViT/OWLv2 only)."""
+        """Image-guided queries for OWL-ViT/OWLv2, from annotations.
+
+        The newest annotated boxes of each label, and the newest boxes annotators deleted from the prediction they
+        started from, as negatives (label ``-1``: a predicted box whose best query is a negative is dropped).
+        """
         adapter = self.services.pool.get(scorer.spec, self.services.model_wait)
         if not settings.few_shot or not hasattr(adapter, "embed_boxes") or scorer.target.task is not Task.DETECTION:
             return None, None
-        chosen: dict[int, list[tuple[BoxExample, int]]] = {}
+        kept = settings.queries_per_label
+        chosen: dict[int, list[tuple[ImageRef, np.ndarray]]] = {}
         for example in reversed(examples):  # newest tasks first
-            for j, label in enumerate(example.labels):
-                if len(chosen.setdefault(int(label), [])) < settings.queries_per_label:
-                    chosen[int(label)].append((example, j))
+            for label, box in zip(example.labels, example.boxes, strict=True):
+                if len(chosen.setdefault(int(label), [])) < kept:
+                    chosen[int(label)].append((example.image, box))
+        deleted: list[tuple[ImageRef, np.ndarray]] = []
+        for example in reversed(examples):
+            deleted += [(example.image, box) for box in self._deleted_boxes(scorer.target, example, ls)]
         vectors, labels = [], []
-        computation = key_of("queries", scorer.spec.adapter, scorer.spec.model_id, scorer.spec.dtype)
-        for label, items in sorted(chosen.items()):
-            for example, j in items:
-                box = example.boxes[j]
-                key = key_of(self._image_key(example.image, ls), box.round(4).tolist())
-                cached = self.features.get(computation, key)
-                if cached is None:
-                    image = self.services.fetcher.load(example.image.value, task_id=example.image.task_id, ls=ls)
-                    height, width = image.pixels.shape[:2]
-                    pixels_box = box / 100 * [width, height, width, height]
-                    vector = self.services.pool.call(
-                        scorer.spec, lambda a, i=image.pixels, b=pixels_box: a.embed_boxes(i, b[None]), 1
-                    )[0]
-                    self.features.put(computation, key, {"embedding": vector})
-                else:
-                    vector = cached["embedding"]
-                vectors.append(vector)
+        for label, items in [*sorted(chosen.items()), (-1, deleted[: kept * len(scorer.target.labels)])]:
+            for image, box in items:
+                vectors.append(self._box_embedding(scorer.spec, image, box, ls))
                 labels.append(label)
         if not vectors:
             return None, None
         return np.stack(vectors).astype(np.float32), np.asarray(labels, dtype=np.int64)
+
+    def _box_embedding(self, spec: ModelSpec, image: ImageRef, box: np.ndarray, ls: LabelStudioClient | None) -> Any:
+        """The model's class embedding of a box (percent xyxy) on an image, cached."""
+        computation = key_of("queries", spec.adapter, spec.model_id, spec.dtype)
+        key = key_of(self._image_key(image, ls), np.asarray(box).round(4).tolist())
+        cached = self.features.get(computation, key)
+        if cached is not None:
+            return cached["embedding"]
+        fetched = self.services.fetcher.load(image.value, task_id=image.task_id, ls=ls)
+        height, width = fetched.pixels.shape[:2]
+        pixels_box = np.asarray(box) / 100 * [width, height, width, height]
+        vector = self.services.pool.call(spec, lambda a: a.embed_boxes(fetched.pixels, pixels_box[None]), 1)[0]
+        self.features.put(computation, key, {"embedding": vector})
+        return vector
+
+    def _deleted_boxes(self, target: Target, example: BoxExample, ls: LabelStudioClient | None) -> list[np.ndarray]:
+        """Boxes of the prediction the annotator started from that no annotated box of their label matches."""
+        if example.parent_prediction is None or ls is None:
+            return []
+        computation = key_of("parent-prediction", str(ls.origin))
+        key = key_of(example.parent_prediction)
+        cached = self.features.get(computation, key)
+        if cached is None:
+            try:
+                prediction = ls.get_json(f"/api/predictions/{example.parent_prediction}/")
+            except LabelStudioAPIError as exc:
+                log.info("prediction %s of task %s not read: %s", example.parent_prediction, example.image.task_id, exc)
+                return []
+            found = _Found.from_regions(prediction.get("result") or [], target)
+            cached = found.arrays()
+            self.features.put(computation, key, cached)
+        predicted = _Found.from_arrays(cached)
+        deleted = []
+        for label, box in zip(predicted.labels, predicted.boxes, strict=True):
+            same = example.boxes[example.labels == label]
+            if not len(same) or box_iou(box[None], same).max() < 0.5:
+                deleted.append(box)
+        return deleted
 
 
 @dataclass(frozen=True)

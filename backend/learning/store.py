@@ -41,6 +41,12 @@ CREATE TABLE IF NOT EXISTS fit_requests (
     claimed_by TEXT,
     lease_until REAL
 );
+CREATE TABLE IF NOT EXISTS fit_outcomes (    -- the last fit of each project, for webhook answers and the status page
+    project_id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    outcome TEXT NOT NULL,           -- fitted, nothing_to_learn, failed
+    detail TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS fits (
     project_id INTEGER NOT NULL,
     n INTEGER NOT NULL,
@@ -212,3 +218,17 @@ class LearningStore:
         """Drop fits (their files are removed by the caller)."""
         rows = [(project_id, n) for n in numbers]
         self._db.run(lambda db: db.executemany("DELETE FROM fits WHERE project_id = ? AND n = ?", rows))
+
+    def set_outcome(self, project_id: int, outcome: str, detail: str) -> None:
+        """Remember how the project's last fit ended."""
+        row = (project_id, time.time(), outcome, detail)
+        self._db.run(lambda db: db.execute("INSERT OR REPLACE INTO fit_outcomes VALUES (?, ?, ?, ?)", row))
+
+    def outcome(self, project_id: int) -> dict[str, Any] | None:
+        """How the project's last fit ended: ``{"at", "outcome", "detail"}``, or ``None`` before any."""
+        row = self._db.run(
+            lambda db: db.execute(
+                "SELECT at, outcome, detail FROM fit_outcomes WHERE project_id = ?", (project_id,)
+            ).fetchone()
+        )
+        return None if row is None else {"at": row[0], "outcome": row[1], "detail": row[2]}
