@@ -16,7 +16,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the table: what was measured, both timings, and their ratio."""
+    """One line of the table: what was measured, baseline and prelabel (seconds unless ``unit`` says), their ratio."""
 
     id: str
     what: str
@@ -24,13 +24,15 @@ class Row:
     prelabel_s: float
     ratio: float
     target: str
+    unit: str = "s"
 
     def cells(self) -> list[str]:
+        digits = 4 if self.unit == "s" else 3
         return [
             self.id,
             self.what,
-            f"{self.baseline_s:.4f}",
-            f"{self.prelabel_s:.4f}",
+            f"{self.baseline_s:.{digits}f} {self.unit}",
+            f"{self.prelabel_s:.{digits}f} {self.unit}",
             f"{self.ratio:.3f}",
             self.target,
         ]
@@ -152,4 +154,18 @@ def real_size_clip(directory: Path) -> Path:
     config = CLIPConfig(text_config={"bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 49407})
     CLIPModel(config).save_pretrained(directory)
     CLIPProcessor(CLIPImageProcessor(), clip_vocab_tokenizer(max_length=77)).save_pretrained(directory)
+    return directory
+
+
+def real_size_dinov2_small(directory: Path) -> Path:
+    """DINOv2 ViT-S/14 at full size (224 px crops) with random weights, saved once."""
+    if (directory / "config.json").exists():
+        return directory
+    import torch
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    config = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, patch_size=14, image_size=518)
+    Dinov2Model(config).save_pretrained(directory)
+    BitImageProcessor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}).save_pretrained(directory)
     return directory

@@ -14,6 +14,8 @@ ROWS = {
     "P3": "p3_detectors",
     "P4": "p4_sam_clicks",
     "P5": "p5_rle",
+    "L1": "l1_learning_curve",
+    "L2": "l2_fit_speed",
 }
 
 
@@ -25,7 +27,7 @@ def main() -> None:
     for row in args.rows:
         module = importlib.import_module(f"benchmarks.{ROWS[row.upper()]}")
         results.extend(module.run())
-    header = ["row", "what", "baseline s", "prelabel s", "ratio", "target"]
+    header = ["row", "what", "baseline", "prelabel", "ratio", "target"]
     table = [header, *(r.cells() for r in results)]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     print(f"\n{platform.processor() or platform.machine()}, {platform.python_version()}")

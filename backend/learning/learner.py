@@ -173,14 +173,18 @@ class Learner:
             self._thread.start()
 
     def _loop(self) -> None:
+        pause = _POLL_S
         while True:
-            self._wake.wait(_POLL_S)
+            self._wake.wait(pause)
             self._wake.clear()
             try:
                 while self.run_due():
                     pass
+                oldest = self.store.next_request_at()  # sleep until it is due rather than a whole poll
+                pause = _POLL_S if oldest is None else min(max(oldest + self.debounce - time.time(), 0.05), _POLL_S)
             except Exception:  # the loop must survive anything (the store heals itself; see sqlite_file)
                 log.exception("learning loop")
+                pause = _POLL_S
 
     def run_due(self, debounce: float | None = None) -> bool:
         """Claim and run one due fit, if any (``debounce`` overrides the quiet time it needs); whether one ran."""

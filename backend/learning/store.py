@@ -165,6 +165,16 @@ class LearningStore:
 
         return self._db.run(work)
 
+    def next_request_at(self) -> float | None:
+        """When the oldest unclaimed fit request came (its fit is due a debounce later), or ``None``."""
+        now = time.time()
+        row = self._db.run(
+            lambda db: db.execute(
+                "SELECT MIN(requested_at) FROM fit_requests WHERE claimed_by IS NULL OR lease_until < ?", (now,)
+            ).fetchone()
+        )
+        return row[0] if row and row[0] is not None else None
+
     def finish_fit(self, request: FitRequest, worker: str) -> None:
         """Release a claim: the request is done unless an event arrived meanwhile (then it waits for a new fit)."""
         self._db.run(
