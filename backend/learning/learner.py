@@ -148,9 +148,19 @@ class Learner:
                 )
             fits = chosen
         if not fits:
+            self._refit_for_new_settings(pid, plan.model_version, settings)
             return plan
         fit = fits[-1]
         return learned_plan(plan, self._state(fit.path), fit.version)
+
+    def _refit_for_new_settings(self, pid: int, base: str, settings: LearningSettings) -> None:
+        """Settings changed (a new base version) and annotations exist: ask for a fit, once per base version."""
+        if not settings.enabled or not self.store.has_annotations(pid) or self.store.pending(pid):
+            return
+        outcome = self.store.outcome(pid)
+        if outcome is None or outcome["base_version"] != base:
+            self.store.request_fit(pid)
+            self._wake.set()
 
     def _state(self, path: Path) -> LearnedState:
         with self._states_lock:
@@ -212,18 +222,25 @@ class Learner:
             message = f"fit failed, still serving {self._serving(record)}: {exc}"
             log.warning("project %s: %s", record.project, message)
             self.projects.record_event("fit", message, project=record.project)
-            self.store.set_outcome(request.project_id, "failed", message)
+            self.store.set_outcome(request.project_id, "failed", message, self._base(record))
             return None
         seconds = time.perf_counter() - started
         metrics.FIT_SECONDS.observe(seconds)
         if made is None:
             metrics.FITS.labels("nothing_to_learn").inc()
-            self.store.set_outcome(request.project_id, "nothing_to_learn", "no annotation teaches a control yet")
+            detail = "no annotation teaches a control yet"
+            self.store.set_outcome(request.project_id, "nothing_to_learn", detail, self._base(record))
             return None
         metrics.FITS.labels("fitted").inc()
         log.info("project %s: fitted %s in %.1f s (%s)", record.project, made.version, seconds, made.summary)
-        self.store.set_outcome(request.project_id, "fitted", f"{made.version} in {seconds:.1f} s")
+        self.store.set_outcome(request.project_id, "fitted", f"{made.version} in {seconds:.1f} s", made.base_version)
         return made
+
+    def _base(self, record: ProjectRecord) -> str:
+        try:
+            return self.services.plan(record).model_version
+        except BadRequest:
+            return record.model_version
 
     def _serving(self, record: ProjectRecord) -> str:
         try:

@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS fit_outcomes (    -- the last fit of each project, fo
     project_id INTEGER PRIMARY KEY,
     at REAL NOT NULL,
     outcome TEXT NOT NULL,           -- fitted, nothing_to_learn, failed
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL,
+    base_version TEXT NOT NULL       -- the settings it was for
 );
 CREATE TABLE IF NOT EXISTS fits (
     project_id INTEGER NOT NULL,
@@ -229,16 +230,27 @@ class LearningStore:
         rows = [(project_id, n) for n in numbers]
         self._db.run(lambda db: db.executemany("DELETE FROM fits WHERE project_id = ? AND n = ?", rows))
 
-    def set_outcome(self, project_id: int, outcome: str, detail: str) -> None:
-        """Remember how the project's last fit ended."""
-        row = (project_id, time.time(), outcome, detail)
-        self._db.run(lambda db: db.execute("INSERT OR REPLACE INTO fit_outcomes VALUES (?, ?, ?, ?)", row))
+    def set_outcome(self, project_id: int, outcome: str, detail: str, base_version: str) -> None:
+        """Remember how the project's last fit (for the settings of ``base_version``) ended."""
+        row = (project_id, time.time(), outcome, detail, base_version)
+        self._db.run(lambda db: db.execute("INSERT OR REPLACE INTO fit_outcomes VALUES (?, ?, ?, ?, ?)", row))
 
     def outcome(self, project_id: int) -> dict[str, Any] | None:
-        """How the project's last fit ended: ``{"at", "outcome", "detail"}``, or ``None`` before any."""
+        """How the project's last fit ended: ``{"at", "outcome", "detail", "base_version"}``, or ``None``."""
         row = self._db.run(
             lambda db: db.execute(
-                "SELECT at, outcome, detail FROM fit_outcomes WHERE project_id = ?", (project_id,)
+                "SELECT at, outcome, detail, base_version FROM fit_outcomes WHERE project_id = ?", (project_id,)
             ).fetchone()
         )
-        return None if row is None else {"at": row[0], "outcome": row[1], "detail": row[2]}
+        return None if row is None else {"at": row[0], "outcome": row[1], "detail": row[2], "base_version": row[3]}
+
+    def has_annotations(self, project_id: int) -> bool:
+        """Whether any annotation of the project is known."""
+        return (
+            self._db.run(
+                lambda db: db.execute(
+                    "SELECT 1 FROM annotations WHERE project_id = ? LIMIT 1", (project_id,)
+                ).fetchone()
+            )
+            is not None
+        )

@@ -271,3 +271,18 @@ def test_segmentation_calibrates_its_detector_by_mask_iou(app_service: Any) -> N
     assert setup(client, MASKS, extra) == f"{base}-fit1"
     (entry,) = predict(client, [coloured(BLUE, 9, size=(100, 100))])
     assert sorted(round(r["score"], 3) for r in entry["result"]) == [0.4, 0.6, 0.9]
+
+
+def test_new_settings_refit_from_the_annotations_already_known(app_service: Any, tiny: Any) -> None:
+    client, service = app_service()
+    extra = {"classification": {"model": "clip", "model_id": str(tiny("clip"))}}
+    setup(client, CHOICES, extra)
+    annotate_colours(client)
+    run_fits(service, 1)
+    changed = {"classification": {**extra["classification"], "templates": ["a {} picture"]}}
+    new_base = setup(client, CHOICES, changed)  # new settings: a new base version, served zero-shot for now...
+    assert "-fit" not in new_base and service.learner.store.pending(PROJECT_ID)  # ...and a fit is asked for
+    run_fits(service, 2)
+    assert setup(client, CHOICES, changed) == f"{new_base}-fit2"
+    setup(client, CHOICES, changed)
+    assert not service.learner.store.pending(PROJECT_ID)  # asked once per base version, not on every /setup
