@@ -79,23 +79,41 @@ def _projects(service: PrelabelService) -> str:
     if not records:
         return "<p class='muted'>No project has connected yet: add this backend in a project's Settings → Model.</p>"
     states = {(m["adapter"], m["model_id"]): m["state"] for m in service.pool.status()}
-    rows = ["<table><tr><th>project</th><th>model version</th><th>models</th><th>extra params</th></tr>"]
+    rows = ["<table><tr><th>project</th><th>serving</th><th>models</th><th>learning</th><th>extra params</th></tr>"]
     for record in records:
+        version = record.model_version
         try:
-            specs = service.plan(record.label_config, record.extra_params).specs()
+            plan = service.learner.serve(record, service.plan(record.label_config, record.extra_params))
+            version = plan.model_version
             models = "<br>".join(
                 f"{escape(s.adapter)} <span class='muted'>{escape(s.model_id)}</span> "
                 f"{_state(states.get((s.adapter, s.model_id), 'not loaded here'))}"
-                for s in specs
+                for s in plan.specs()
             )
         except ValueError as exc:
             models = f"<span class='failed'>settings no longer valid: {escape(str(exc))}</span>"
         params = escape(str(record.extra_params)) if record.extra_params else "<span class='muted'>none</span>"
         rows.append(
-            f"<tr><td>{project_id(record.project) or escape(record.project)}</td>"
-            f"<td><code>{escape(record.model_version)}</code></td><td>{models}</td><td><pre>{params}</pre></td></tr>"
+            f"<tr><td>{project_id(record.project) or escape(record.project)}</td><td><code>{escape(version)}</code>"
+            f"</td><td>{models}</td><td>{_learning(service, record.project)}</td><td><pre>{params}</pre></td></tr>"
         )
     return "".join([*rows, "</table>"])
+
+
+def _learning(service: PrelabelService, project: str) -> str:
+    """The project's fits and how the last one ended."""
+    pid = project_id(project)
+    if pid is None:
+        return ""
+    fits = service.learner.store.fits(pid)
+    outcome = service.learner.store.outcome(pid)
+    parts = [f"{len(fits)} fit(s)" if fits else "no fit yet"]
+    if service.learner.store.pending(pid):
+        parts.append("<span class='loading'>fit pending</span>")
+    if outcome is not None:
+        css = {"fitted": "ok", "failed": "failed"}.get(outcome["outcome"], "muted")
+        parts.append(f"<span class='{css}'>last: {escape(outcome['outcome'])}</span> {escape(outcome['detail'])}")
+    return "<br>".join(parts)
 
 
 def _models(service: PrelabelService) -> str:

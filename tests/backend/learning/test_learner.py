@@ -69,6 +69,8 @@ def test_annotated_choices_make_a_new_version_that_follows_them(app_service: Any
     assert [chosen(r) for r in results] == ["Red"] * 4 + ["Blue"] * 4
     assert {r["model_version"] for r in results} == {version}
     assert client.get(f"/versions?project={PROJECT_ID}").json["versions"] == [base, version]
+    page = client.get("/").text
+    assert f"<code>{version}</code>" in page and "1 fit(s)" in page and "last: fitted" in page
 
 
 @dataclass(frozen=True)
