@@ -125,18 +125,38 @@ class LabelStudioClient:
         Raises:
             LabelStudioAPIError: Not reachable, not 200, or not JSON.
         """
+        return self.request_json("GET", path, params=params)
+
+    def request_json(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> Any:
+        """Call a Label Studio API path with the client's credentials; its JSON answer (``None`` when empty).
+
+        The request's destination is this client's origin by construction (``url``); a PAT's access token is
+        refreshed once on a 401.
+
+        Raises:
+            LabelStudioAPIError: Not reachable, not 2xx, or not JSON; the message names the call and the status.
+        """
         try:
             with outbound.deadline(self.timeout) as clock:
-                response = self.session.get(
-                    self.url(path), params=params, headers=self.headers(), timeout=clock.remaining()
-                )
+
+                def send(refresh: bool) -> requests.Response:
+                    return self.session.request(
+                        method, self.url(path), params=params, json=body, headers=self.headers(refresh=refresh),
+                        timeout=clock.remaining(),
+                    )  # fmt: skip
+
+                response = send(False)
                 if response.status_code == 401 and self.token:
-                    response = self.session.get(
-                        self.url(path), params=params, headers=self.headers(refresh=True), timeout=clock.remaining()
-                    )
-                body = response.json() if response.status_code == 200 else None
+                    response = send(True)
+                ok = 200 <= response.status_code < 300
+                answer = response.json() if ok and response.content else None
         except (PermissionError, requests.RequestException, ValueError) as exc:
-            raise LabelStudioAPIError(f"GET {path} on {self.base_url} failed: {type(exc).__name__}: {exc}") from None
-        if response.status_code != 200:
-            raise LabelStudioAPIError(f"GET {path} on {self.base_url} answered HTTP {response.status_code}")
-        return body
+            raise LabelStudioAPIError(
+                f"{method} {path} on {self.base_url} failed: {type(exc).__name__}: {exc}"
+            ) from None
+        if not ok:
+            detail = " ".join(response.text.split())[:200]
+            raise LabelStudioAPIError(
+                f"{method} {path} on {self.base_url} answered HTTP {response.status_code}: {detail}"
+            )
+        return answer
