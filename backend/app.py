@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -92,7 +93,8 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
 
     @app.get("/health")
     def health() -> Response:
-        return jsonify(status="UP", model_class=MODEL_CLASS, models=service.pool.status())
+        # open even with basic auth: states only; why a load failed is on the (protected) status page
+        return jsonify(status="UP", model_class=MODEL_CLASS, models=service.pool.status(reasons=False))
 
     @app.get("/")
     def status_page() -> Response:
@@ -152,6 +154,10 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
         project = request.args.get("project")
         if project is None and request.content_length:
             project = _project(_json_object())
+        if project is not None and not re.fullmatch(r"\d{1,18}(\.\d{1,18})?", project):
+            raise BadRequest(
+                f"'project' must be Label Studio's project id (like 3 or 3.1700000000), got {project[:40]!r}"
+            )
         if project is None:
             return Response(
                 '{"error": "name the project: /versions?project=<id>"}', 404, content_type="application/json"

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -73,6 +75,20 @@ class LabelStudioClient:
         """Absolute URL for a path on this instance (``/data/upload/1/x.jpg``)."""
         return self.base_url + "/" + path.lstrip("/")
 
+    def media(self, prepared_url: str) -> bool:
+        """Whether a URL on this instance is one of its media paths, the only ones task images may name.
+
+        ``/data/...`` (uploads, local files) and the presign endpoint prelabel builds itself; anything else (the API)
+        is never fetched with the token, so a task cannot make prelabel read Label Studio's API. Dot segments and
+        encoded slashes or dots are refused outright: servers may normalise them into another path.
+        """
+        path = urlsplit(prepared_url).path
+        prefix = urlsplit(self.base_url).path.rstrip("/")
+        if not path.startswith(prefix + "/") or re.search(r"%2[eEfF]|%5[cC]|/\.\.?(/|$)", path):
+            return False
+        path = path[len(prefix) :]
+        return path.startswith("/data/") or re.fullmatch(r"/tasks/\d+/presign/", path) is not None
+
     def headers(self, *, refresh: bool = False) -> dict[str, str]:
         """The ``Authorization`` header for this instance; ``refresh`` forces a new PAT access token."""
         if not self.token:
@@ -88,8 +104,9 @@ class LabelStudioClient:
             if cached and not refresh and cached[1] - _EXPIRY_MARGIN_S > time.time():
                 return cached[0]
             response = self.session.post(
-                self.url("/api/token/refresh/"), json={"refresh": self.token}, timeout=self.timeout
-            )
+                self.url("/api/token/refresh/"), json={"refresh": self.token}, timeout=self.timeout,
+                allow_redirects=False,  # a redirect would carry the token (307/308 keep the body) off this origin
+            )  # fmt: skip
             if response.status_code != 200:
                 raise PermissionError(
                     f"Label Studio refused the Personal Access Token at /api/token/refresh/ "
@@ -108,8 +125,9 @@ class LabelStudioClient:
         try:
             with outbound.deadline(self.timeout) as clock:
                 response = self.session.get(
-                    self.url("/api/current-user/whoami"), headers=self.headers(), timeout=clock.remaining()
-                )
+                    self.url("/api/current-user/whoami"), headers=self.headers(), timeout=clock.remaining(),
+                    allow_redirects=False,
+                )  # fmt: skip
                 response.close()
         except PermissionError:  # the Personal Access Token itself was refused
             return False
@@ -142,7 +160,7 @@ class LabelStudioClient:
                 def send(refresh: bool) -> requests.Response:
                     return self.session.request(
                         method, self.url(path), params=params, json=body, headers=self.headers(refresh=refresh),
-                        timeout=clock.remaining(),
+                        timeout=clock.remaining(), allow_redirects=False,
                     )  # fmt: skip
 
                 response = send(False)
@@ -154,6 +172,11 @@ class LabelStudioClient:
             raise LabelStudioAPIError(
                 f"{method} {path} on {self.base_url} failed: {type(exc).__name__}: {exc}"
             ) from None
+        if response.is_redirect:
+            raise LabelStudioAPIError(
+                f"{method} {path} on {self.base_url} answered a redirect (HTTP {response.status_code}), which is not "
+                "followed with credentials: set LABEL_STUDIO_URL to the URL Label Studio really serves"
+            )
         if not ok:
             detail = " ".join(response.text.split())[:200]
             raise LabelStudioAPIError(

@@ -25,7 +25,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urljoin, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import numpy as np
 import requests
@@ -170,7 +170,7 @@ class MediaFetcher:
         parts = urlsplit(value)
         if root is None or not parts.path.rstrip("/").endswith("/data/local-files"):
             return None
-        relative = unquote(parse_qs(parts.query).get("d", [""])[0])
+        relative = parse_qs(parts.query).get("d", [""])[0]  # parse_qs decodes once, as Label Studio does
         path = (root / relative).resolve()
         if not relative or not path.is_relative_to(root):
             raise MediaError(f"local file {relative!r} is outside LOCAL_FILES_DOCUMENT_ROOT")
@@ -189,6 +189,11 @@ class MediaFetcher:
                 prepared = outbound.prepare(self.session, url)
                 target = outbound.destination(self.session, prepared)
                 ours = ls is not None and target == ls.origin
+                if ours and not ls.media(prepared.url or ""):  # type: ignore[union-attr]
+                    raise MediaError(
+                        f"{_short(url)} is on Label Studio but not one of its media paths (/data/...): refused, "
+                        "so a task cannot make prelabel read Label Studio's API with its token"
+                    )
                 if not ours:
                     self._check_public(target, url, cloud_uri)
                 response = self._request(prepared, ls if ours else None, clock)

@@ -173,8 +173,8 @@ class ModelPool:
         """Run a loaded model's three stages on one batch."""
         return self.call(spec, lambda adapter: adapter(images, query), len(images))
 
-    def status(self) -> list[dict[str, str]]:
-        """One line per model: spec and state (queued, loading, ready, failed, with the reason)."""
+    def status(self, *, reasons: bool = True) -> list[dict[str, str]]:
+        """One line per model: spec and state (queued, loading, ready, failed, with the reason unless not wanted)."""
         with self._lock:
             entries = [(e, e in self._pending) for e in self._entries.values()]
         lines = []
@@ -186,7 +186,7 @@ class ModelPool:
                 "device": entry.adapter.device if entry.adapter else entry.spec.device,
                 "state": state,
             }
-            if entry.error:
+            if entry.error and reasons:
                 line["error"] = str(entry.error)
             lines.append(line)
         return lines

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from backend.errors import ProjectSettingsError
 from backend.label_config import Target, parse_targets
 from backend.prompts import LABEL_MAPS, ExampleRef, check_label_maps, examples_for, prompts_for
+from backend.request_body import MAX_DEPTH, check_json
 from model_adapters.base import ModelSpec, QueryEmbedding, SettingsError, Task, make_params
 from model_adapters.registry import UnknownAdapterError, available_adapters, resolve_adapter
 
@@ -225,8 +226,11 @@ def parse_extra_params(raw: Any) -> dict[str, Any]:
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
+        except RecursionError:
+            raise ProjectSettingsError(f"extra_params nests deeper than {MAX_DEPTH} levels") from None
         except json.JSONDecodeError as exc:
             raise ProjectSettingsError(f"extra_params must be a JSON object: {exc}") from None
+        check_json(raw, "extra_params")
     if not isinstance(raw, dict):
         raise ProjectSettingsError(f"extra_params must be a JSON object, got {type(raw).__name__}")
     _check_top(raw, "extra_params")
@@ -350,9 +354,16 @@ def _plan_target(
         raise ProjectSettingsError(f"{where}: {exc}") from None
     if adapter.task is not task:
         raise ProjectSettingsError(f"{where}: model {model!r} does {adapter.task.value}, not {task.value}")
+    model_id = str(merged.pop("model_id", default_id))
+    if model_id.lower().startswith(("http://", "https://")) and model_id not in adapter.variants.values():
+        published = ", ".join(v for v in adapter.variants.values() if v.startswith("http")) or "none"
+        raise ProjectSettingsError(
+            f"{where}: model_id {model_id!r} is a URL that is not a published checkpoint of {adapter.name} "
+            f"({published}); download it on the server and give its path instead"
+        )
     spec = ModelSpec(
         adapter=adapter.name,
-        model_id=str(merged.pop("model_id", default_id)),
+        model_id=model_id,
         device=str(merged.pop("device")),
         dtype=str(merged.pop("dtype")),
     )
@@ -362,6 +373,11 @@ def _plan_target(
     known = post_keys | {f.name for f in dataclasses.fields(adapter.Params)}
     # Server defaults and control attributes may carry knobs of another model: they apply where they fit.
     knobs = {k: v for k, v in merged.items() if k in known or k in project_layer}
+    unknown = sorted(set(knobs) - known)
+    if unknown:
+        maps = {"prompts", "examples"} if section == "detection" else {"prompts"}
+        accepted = ", ".join(sorted(known | set(_LOAD_KEYS) | (maps if own_section else set())))
+        raise ProjectSettingsError(f"{where}: unknown setting {unknown[0]!r} for {model}; known: {accepted}")
     try:
         post = make_params(post_cls, {k: v for k, v in knobs.items() if k in post_keys}, owner=section)
         params = make_params(adapter.Params, {k: v for k, v in knobs.items() if k not in post_keys}, owner=model)

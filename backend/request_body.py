@@ -12,7 +12,7 @@ from typing import Any
 
 from backend.errors import BadRequest
 
-__all__ = ["MAX_DEPTH", "parse_json_object"]
+__all__ = ["MAX_DEPTH", "check_json", "parse_json_object"]
 
 MAX_DEPTH = 64
 
@@ -32,13 +32,19 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise BadRequest(f"request body must be JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
-    _check(body)
+    check_json(body)
     return body
 
 
-def _check(body: dict[str, Any]) -> None:
-    """Walk the body without recursion: depth and encodable text, naming the first bad place."""
-    stack: list[tuple[Any, str, int]] = [(body, "", 1)]
+def check_json(value: Any, where: str = "") -> None:
+    """Walk parsed JSON without recursion: depth and encodable text, naming the first bad place.
+
+    Also for JSON that arrives inside a string (Label Studio sends ``extra_params`` as one).
+
+    Raises:
+        BadRequest: Deeper than ``MAX_DEPTH`` or a lone surrogate.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, where, 1)]
     while stack:
         value, where, depth = stack.pop()
         if depth > MAX_DEPTH:

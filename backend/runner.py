@@ -214,13 +214,15 @@ class Runner:
             log.warning("task %s: label %r is not in %s; no mask", state.task_id, label, output.control)
             return [answer]
         value = state.data.get(output.value_key)
-        self.pool.get(route.spec, self.model_wait)
+        segmenter = self.pool.get(route.spec, self.model_wait)
         try:
-            image = self.fetcher.load(value, task_id=state.task_id, ls=ls).pixels
+            rule = segmenter.resize_rule.scale if segmenter.resize_rule else None
+            fetched = self.fetcher.load(value, task_id=state.task_id, ls=ls, scale=rule)
         except MediaError as exc:
             metrics.ERRORS.labels("media").inc()
             log.warning("task %s: image %r: %s", state.task_id, output.value_key, exc)
             return [answer]
+        image = fetched.pixels
         origin = ls.base_url if ls else ""
         key = f"task{state.task_id}:" + hashlib.blake2b(f"{origin}|{value}".encode(), digest_size=16).hexdigest()
         scale = _PercentToPixels(image)
@@ -240,8 +242,9 @@ class Runner:
             confidence=masks.confidence,
             class_id=np.full(len(masks), output.labels.index(label)),
         )
+        labelled = _to_original(labelled, fetched)
         labelled = labelled[labelled.mask.reshape(len(labelled), -1).sum(axis=1) >= route.post.min_area]
-        result = mask_regions(labelled, output, route.post, (image.shape[1], image.shape[0]))
+        result = mask_regions(labelled, output, route.post, fetched.size_wh)
         return [{"result": result, "score": task_score(result), "model_version": plan.model_version}]
 
     def _prefetched(

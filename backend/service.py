@@ -82,8 +82,10 @@ class PrelabelService:
         except BadRequest as exc:
             self.store.record_event("setup", f"/setup refused: {exc}", project=project)
             raise
+        previous = self.store.get(project)
         self.store.save(record)
-        self.pool.retain(self._specs_in_use())
+        if previous is None or previous.model_version != record.model_version:
+            self.pool.retain(self._specs_in_use())  # only when models may have changed: it plans every project
         self.preload(served, urgent=True)
         self._probe_credentials(record)
         return served.model_version

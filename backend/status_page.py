@@ -7,6 +7,7 @@ models each project uses and whether they loaded. It shows no secrets (tokens ar
 
 from __future__ import annotations
 
+import json
 import time
 from html import escape
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["render_status_page"]
 
 _RECENT_S = 3600.0
+_PROJECTS_SHOWN = 50  # the most recently set-up ones
 _STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#1b1b1b;max-width:80em}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em}
@@ -67,15 +69,15 @@ def _alerts(service: PrelabelService, events: list[Event], now: float) -> list[s
     webhooks = sum(e.count for e in events if e.kind == "webhook" and now - e.at < _RECENT_S)
     if webhooks:
         alerts.append(
-            f"<div class='alert'><b>{webhooks} webhook calls were refused in the last hour</b>: add "
-            "<code>?secret=&lt;PRELABEL_WEBHOOK_SECRET&gt;</code> to the webhook's URL in Label Studio "
-            "(Settings → Webhooks), or the basic-auth header to its headers.</div>"
+            f"<div class='alert'><b>{webhooks} webhook calls were refused in the last hour</b>: in Label Studio "
+            "(Settings → Webhooks), give prelabel's webhook the header <code>X-Prelabel-Webhook-Secret</code> with "
+            "the value of <code>PRELABEL_WEBHOOK_SECRET</code> (or add <code>?secret=…</code> to its URL).</div>"
         )
     return alerts
 
 
 def _projects(service: PrelabelService) -> str:
-    records = service.store.all()
+    records = service.store.all()[:_PROJECTS_SHOWN]
     if not records:
         return "<p class='muted'>No project has connected yet: add this backend in a project's Settings → Model.</p>"
     states = {(m["adapter"], m["model_id"]): m["state"] for m in service.pool.status()}
@@ -92,7 +94,11 @@ def _projects(service: PrelabelService) -> str:
             )
         except ValueError as exc:
             models = f"<span class='failed'>settings no longer valid: {escape(str(exc))}</span>"
-        params = escape(str(record.extra_params)) if record.extra_params else "<span class='muted'>none</span>"
+        params = (
+            escape(json.dumps(record.extra_params, indent=1))
+            if record.extra_params
+            else "<span class='muted'>none</span>"
+        )
         rows.append(
             f"<tr><td>{project_id(record.project) or escape(record.project)}</td><td><code>{escape(version)}</code>"
             f"</td><td>{models}</td><td>{_learning(service, record.project)}</td><td><pre>{params}</pre></td></tr>"

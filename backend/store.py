@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backend.log_redaction import redact
 from backend.sqlite_file import SQLiteFile
 
 __all__ = ["Event", "ProjectRecord", "ProjectStore", "project_id"]
@@ -56,7 +57,7 @@ def project_id(project: str | int | None) -> int | None:
     if project is None:
         return None
     head = str(project).split(".", 1)[0]
-    return int(head) if head.isdigit() else None
+    return int(head) if head.isdigit() and len(head) <= 18 else None  # SQLite integers are 64-bit
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,8 @@ class ProjectStore:
         return list(dict.fromkeys(v for (v,) in self._db.run(read)))
 
     def record_event(self, kind: str, message: str, *, project: str | None = None, count: int = 1) -> None:
-        """Remember an event for the status page; only the newest ``EVENTS_KEPT`` are kept."""
+        """Remember an event for the status page (secrets redacted); only the newest ``EVENTS_KEPT`` are kept."""
+        message = redact(message)  # URLs in reasons may carry signatures and tokens; the page is no log
 
         def write(db: sqlite3.Connection) -> None:
             db.execute(

@@ -110,11 +110,25 @@ def _cached_path(url: str) -> Path:
 
 
 def _download(url: str, path: Path) -> None:
-    """Download ``url`` to ``path`` (through a temporary file in the same folder, so a partial file never counts)."""
-    import torch
+    """Download ``url`` to ``path`` through a temporary file in the same folder, so a partial file never counts.
+
+    Every read has a timeout: a stalled server fails the load (retried later) instead of holding the loader.
+    """
+    import tempfile
+
+    import requests
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.hub.download_url_to_file(url, str(path), progress=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".download-")
+    try:
+        with os.fdopen(fd, "wb") as file, requests.get(url, stream=True, timeout=(10, 60)) as response:
+            response.raise_for_status()
+            for chunk in response.iter_content(1 << 20):
+                file.write(chunk)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _vocab_file(folder: Path) -> Path:

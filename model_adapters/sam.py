@@ -28,10 +28,16 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import supervision as sv
 
-from model_adapters.base import AdapterLoadError
+from model_adapters.base import AdapterLoadError, ResizeRule
 from model_adapters.registry import register_adapter
 from model_adapters.segmentation import Click, MaskPrompt, PromptableSegmenter, masks_to_detections
-from model_adapters.torch_utils import CHANNELS_LAST, load_transformers_model, missing_path, resolve_device
+from model_adapters.torch_utils import (
+    CHANNELS_LAST,
+    SEGMENTER_MAX_SIDE,
+    load_transformers_model,
+    missing_path,
+    resolve_device,
+)
 
 __all__ = ["Sam", "SamDecoding", "SamOriginal", "SamParams", "TransformersSam", "decode_groups", "use_multimask"]
 
@@ -210,6 +216,7 @@ class SamOriginal(SamDecoding):
         from segment_anything.utils.transforms import ResizeLongestSide
 
         self.device = resolve_device(self.spec.device)
+        self.resize_rule = ResizeRule(longest=SEGMENTER_MAX_SIDE)
         if self.spec.dtype not in ("auto", "float32"):  # its prompt encoder casts coordinates to float32
             raise AdapterLoadError(f"segment_anything runs in float32 only; got dtype {self.spec.dtype!r}")
         self.dtype = torch.float32

@@ -11,6 +11,7 @@ from model_adapters.base import Adapter, AdapterLoadError, ModelSpec, ResizeRule
 
 __all__ = [
     "CHANNELS_LAST",
+    "SEGMENTER_MAX_SIDE",
     "check_device",
     "from_pretrained",
     "load_transformers_model",
@@ -27,6 +28,9 @@ _DTYPES = ("float32", "float16", "bfloat16")
 # ``input_data_format`` for transformers image processors: adapters hand them (H, W, 3) arrays. Left to guess,
 # a processor reads an image 1, 3 or 4 px tall as channels-first, and transposes it or fails.
 CHANNELS_LAST = "channels_last"
+# Segmenters see at most this many pixels on the long side (their masks are resized back to the image): SAM-style
+# models work at 1024, so 4096 keeps mask edges within a quarter pixel of their own upsampling.
+SEGMENTER_MAX_SIDE = 4096
 
 
 def resolve_device(name: str) -> str:
@@ -209,6 +213,8 @@ def load_transformers_model(adapter: Adapter, model_class: str, model_types: Seq
     model = from_pretrained(loader, adapter.spec, config=config, dtype=adapter.dtype)
     if adapter.task is not Task.SEGMENTATION:  # AutoProcessor gives a bare image processor for image-only models
         adapter.resize_rule = resize_rule_of(getattr(processor, "image_processor", processor))
+    else:  # masks keep their input's size: cap it only where memory would run away (huge aerial images)
+        adapter.resize_rule = ResizeRule(longest=SEGMENTER_MAX_SIDE)
     return processor, model.to(adapter.device).eval()
 
 

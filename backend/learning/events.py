@@ -8,6 +8,7 @@ through the API). Other actions do not concern learning.
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -78,12 +79,15 @@ def parse_change(payload: Mapping[str, Any]) -> Change | None:
         annotations, tasks = [annotations], [tasks]
     if not isinstance(annotations, list) or not isinstance(tasks, list) or len(tasks) != len(annotations):
         raise BadRequest(f"{action} needs 'annotation' and its 'task'")
-    by_id = {t.get("id"): t for t in tasks if isinstance(t, dict)}
+    by_id = {t["id"]: t for t in tasks if isinstance(t, dict) and _is_int(t.get("id"))}
     parsed = []
     for item in annotations:
         if not isinstance(item, dict):
             raise BadRequest(f"{action}: each annotation must be an object")
-        task = by_id.get(item.get("task"), tasks[0] if len(tasks) == 1 else None)
+        task_id = item.get("task")
+        task = by_id.get(task_id) if _is_int(task_id) else None
+        if task is None and len(tasks) == 1:
+            task = tasks[0]
         parsed.append(annotation_from(item, task))
     return Change("upsert", project_id, annotations=tuple(parsed))
 
@@ -131,11 +135,14 @@ def _user(value: Any) -> int | None:
 def _timestamp(value: Any) -> float:
     if isinstance(value, str):
         try:
-            return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            value = datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
         except ValueError:
             return 0.0
-    return float(value) if _is_int(value) or isinstance(value, float) else 0.0
+    if _is_int(value) or isinstance(value, float):
+        return float(value) if math.isfinite(value) else 0.0
+    return 0.0
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An id Label Studio could have sent: an integer SQLite can store (64-bit)."""
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63

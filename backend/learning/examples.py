@@ -33,6 +33,8 @@ __all__ = [
 
 # Masks are compared on a grid this many cells on the long side: enough to rank thresholds, small to keep.
 MASK_GRID = 128
+# Larger brush masks are not decoded for calibration (decoding holds 4 bytes per pixel).
+MAX_MASK_PIXELS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,8 @@ def region_shape(region: Mapping[str, Any], kind: str) -> tuple[list[float], np.
             size = (float(region.get("original_width") or 100), float(region.get("original_height") or 100))
             return _rectangle(value, size), np.zeros((1, 1), dtype=bool)
         width, height = int(region["original_width"]), int(region["original_height"])
+        if not (width > 0 and height > 0 and width * height <= MAX_MASK_PIXELS):
+            return None
         grid = _grid(width, height)
         if kind == "polygonlabels":
             points = np.asarray(value["points"], dtype=np.float64).reshape(-1, 2)
@@ -165,9 +169,12 @@ def region_shape(region: Mapping[str, Any], kind: str) -> tuple[list[float], np.
         else:
             from label_studio_sdk.converter.brush import decode_rle
 
-            full = np.reshape(decode_rle(value["rle"]), (height, width, 4))[:, :, 3] > 0
+            rle = value["rle"]
+            if int.from_bytes(bytes(rle[:4]), "big") != 4 * width * height:  # the size it declares, before decoding
+                return None
+            full = np.reshape(decode_rle(rle), (height, width, 4))[:, :, 3] > 0
             mask = cv2.resize(full.astype(np.uint8), grid, interpolation=cv2.INTER_NEAREST)
-    except (KeyError, TypeError, ValueError, IndexError):
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError):
         return None
     if not mask.any():
         return None

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ class FeatureCache:
                 return {name: data[name] for name in data.files}
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):  # unreadable: recompute
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # damaged: recompute
             path.unlink(missing_ok=True)
             return None
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -27,7 +29,7 @@ import numpy as np
 from backend import metrics
 from backend.errors import BadRequest, MediaError, ProjectSettingsError
 from backend.label_config import Target
-from backend.learning.events import Annotation, Change, parse_change
+from backend.learning.events import Annotation, Change, annotation_from, parse_change
 from backend.learning.examples import MASK_GRID, BoxExample, ImageRef, box_examples, choice_examples, region_shape
 from backend.learning.features import FeatureCache, key_of
 from backend.learning.heads import box_iou, calibrate_threshold, fit_choice_head, greedy_matches
@@ -35,7 +37,15 @@ from backend.learning.overlay import learned_plan
 from backend.learning.settings import LearningSettings, learning_settings
 from backend.learning.store import FitRecord, FitRequest, LearningStore
 from backend.learning.sync import fetch_annotations
-from backend.learning.versions import KEPT_VERSIONS, ControlState, LearnedState, read_state, write_state
+from backend.learning.versions import (
+    KEPT_VERSIONS,
+    UNREADABLE,
+    ControlState,
+    LearnedState,
+    read_manifest,
+    read_state,
+    write_state,
+)
 from backend.ls_client import LabelStudioAPIError, LabelStudioClient
 from backend.media import MediaFetcher
 from backend.models import ModelPool, ModelUnavailable
@@ -56,6 +66,10 @@ _STATES_KEPT = 16
 
 class FitFailed(Exception):
     """A fit could not complete; the last good version stays in service."""
+
+
+class NothingToLearn(Exception):
+    """No control learned anything yet; the message says why, per control."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,7 @@ class Learner:
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
         self._wake = threading.Event()
         self._states: OrderedDict[Path, LearnedState] = OrderedDict()
+        self._damaged: set[Path] = set()
         self._states_lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -117,7 +132,7 @@ class Learner:
         self.store.request_fit(change.project_id, sync=change.kind == "sync")
         self._wake.set()
         return {**answer, "status": "scheduled", "detail": f"a fit starts after {self.debounce:g} s without new "
-                "events; the next retrieve uses its version", "model_version": record.model_version}  # fmt: skip
+                "events; the next retrieve uses its version", "model_version": self._serving(record)}  # fmt: skip
 
     def _apply(self, change: Change) -> None:
         if change.kind == "upsert":
@@ -135,9 +150,9 @@ class Learner:
         """
         settings = learning_settings(record.extra_params)
         pid = project_id(record.project)
-        if pid is None:
+        if pid is None or not settings.enabled:
             return plan
-        fits = [f for f in self.store.fits(pid) if f.base_version == plan.model_version]
+        fits = [f for f in self._fits(pid) if f.base_version == plan.model_version]
         if settings.version is not None:
             chosen = [f for f in fits if settings.version in (f.version, f"fit{f.n}")]
             if not chosen:
@@ -146,12 +161,35 @@ class Learner:
                     f"extra_params.learning.version {settings.version!r} is not a fit of the current settings; "
                     f"fits: {known}"
                 )
-            fits = chosen
+            state = self._state(chosen[0], record.project)
+            if state is None:
+                raise ProjectSettingsError(f"extra_params.learning.version {settings.version!r}: its file is damaged")
+            return learned_plan(plan, state, chosen[0].version)
         if not fits:
             self._refit_for_new_settings(pid, plan.model_version, settings)
-            return plan
-        fit = fits[-1]
-        return learned_plan(plan, self._state(fit.path), fit.version)
+        for fit in reversed(fits):  # the newest whose file reads; a damaged one is skipped (and reported once)
+            state = self._state(fit, record.project)
+            if state is not None:
+                return learned_plan(plan, state, fit.version)
+        return plan
+
+    def _fits(self, pid: int) -> list[FitRecord]:
+        """The project's fits; rebuilt from the files when the store lost them (its file was deleted or corrupt)."""
+        fits = self.store.fits(pid)
+        if fits:
+            return fits
+        for path in sorted(self._artifacts(pid), key=lambda p: _number(p)):
+            try:
+                made = read_manifest(path)["made_for"]
+                self.store.add_fit(FitRecord(pid, _number(path), made["project"], made["base_version"], path,
+                                             made["created"], {}))  # fmt: skip
+            except (*UNREADABLE, sqlite3.IntegrityError):
+                continue
+        return self.store.fits(pid)
+
+    def _artifacts(self, pid: int) -> list[Path]:
+        folder = self.root / str(pid)
+        return [p for p in folder.glob("fit*.npz") if _number(p) > 0] if folder.is_dir() else []
 
     def _refit_for_new_settings(self, pid: int, base: str, settings: LearningSettings) -> None:
         """Settings changed (a new base version) and annotations exist: ask for a fit, once per base version."""
@@ -162,12 +200,22 @@ class Learner:
             self.store.request_fit(pid)
             self._wake.set()
 
-    def _state(self, path: Path) -> LearnedState:
+    def _state(self, fit: FitRecord, project: str) -> LearnedState | None:
+        """A fit's learned state (cached), or ``None`` when its file is damaged (logged and reported once)."""
+        path = fit.path
         with self._states_lock:
             if path in self._states:
                 self._states.move_to_end(path)
                 return self._states[path]
-        state = read_state(path)
+        try:
+            state = read_state(path)
+        except UNREADABLE as exc:
+            if path not in self._damaged:
+                self._damaged.add(path)
+                message = f"{fit.version} cannot be read ({type(exc).__name__}: {exc}); serving an older version"
+                log.error("project %s: %s", project, message)
+                self.projects.record_event("fit", message, project=project)
+            return None
         with self._states_lock:
             self._states[path] = state
             while len(self._states) > _STATES_KEPT:
@@ -202,11 +250,20 @@ class Learner:
         request = self.store.claim_fit(self.worker, debounce=wait, lease=_LEASE_S)
         if request is None:
             return False
+        running = threading.Event()
+        renewer = threading.Thread(target=self._renew, args=(request, running), name="fit-lease", daemon=True)
+        renewer.start()
         try:
             self.fit(request)
         finally:
+            running.set()
             self.store.finish_fit(request, self.worker)
         return True
+
+    def _renew(self, request: FitRequest, done: threading.Event) -> None:
+        """Keep a running fit's lease alive; a worker that dies stops renewing and another takes over."""
+        while not done.wait(_LEASE_S / 3):
+            self.store.renew_claim(request, self.worker, _LEASE_S)
 
     def fit(self, request: FitRequest) -> FitRecord | None:
         """Run one fit now; returns the new version's record (``None`` when there is nothing to learn yet)."""
@@ -217,20 +274,26 @@ class Learner:
             return None
         try:
             made = self._fit(record, request)
-        except FitFailed as exc:
+        except NothingToLearn as exc:
+            metrics.FITS.labels("nothing_to_learn").inc()
+            log.info("project %s: nothing to learn yet: %s", record.project, exc)
+            self.store.set_outcome(request.project_id, "nothing_to_learn", str(exc), self._base(record))
+            return None
+        except Exception as exc:  # a fit must never die silently: whatever it was, it is reported
             metrics.FITS.labels("failed").inc()
-            message = f"fit failed, still serving {self._serving(record)}: {exc}"
-            log.warning("project %s: %s", record.project, message)
+            reason = str(exc) if isinstance(exc, FitFailed) else f"{type(exc).__name__}: {exc}"
+            message = f"fit failed, still serving {self._serving(record)}: {reason}"
+            if isinstance(exc, FitFailed):
+                log.warning("project %s: %s", record.project, message)
+            else:
+                log.exception("project %s: %s", record.project, message)
             self.projects.record_event("fit", message, project=record.project)
             self.store.set_outcome(request.project_id, "failed", message, self._base(record))
             return None
+        if made is None:  # learning is off
+            return None
         seconds = time.perf_counter() - started
         metrics.FIT_SECONDS.observe(seconds)
-        if made is None:
-            metrics.FITS.labels("nothing_to_learn").inc()
-            detail = "no annotation teaches a control yet"
-            self.store.set_outcome(request.project_id, "nothing_to_learn", detail, self._base(record))
-            return None
         metrics.FITS.labels("fitted").inc()
         log.info("project %s: fitted %s in %.1f s (%s)", record.project, made.version, seconds, made.summary)
         self.store.set_outcome(request.project_id, "fitted", f"{made.version} in {seconds:.1f} s", made.base_version)
@@ -265,24 +328,58 @@ class Learner:
                 self.store.replace_all(pid, list(fetch_annotations(ls, pid)))
             except (LabelStudioAPIError, BadRequest) as exc:
                 raise FitFailed(f"could not fetch the annotations: {exc}") from None
+        if ls is not None:
+            self._verify(pid, ls)
         annotations = self.store.annotations(pid)
-        controls, summary = {}, {}
+        controls, summary, reasons = {}, {}, {}
         for target in plan.targets:
             try:
                 learned = self._learn(target, annotations, settings, ls)
             except (MediaError, ModelUnavailable, UnknownAdapterError) as exc:
                 raise FitFailed(f"control {target.target.control!r}: {exc}") from None
-            if learned is not None:
+            if isinstance(learned, str):
+                reasons[target.target.control] = learned
+            else:
                 controls[target.target.control], summary[target.target.control] = learned
         if not controls:
-            return None
-        n = max((f.n for f in self.store.fits(pid)), default=0) + 1
-        path = write_state(self.root / str(pid), n, LearnedState(controls, summary))
-        made = FitRecord(pid, n, record.project, plan.model_version, path, time.time(), summary)
+            raise NothingToLearn("; ".join(f"{control}: {why}" for control, why in reasons.items()) or "no control")
+        # Numbers never repeat, even when the store was lost: a reused name would be a different model to Label Studio.
+        n = max([f.n for f in self.store.fits(pid)] + [_number(p) for p in self._artifacts(pid)], default=0) + 1
+        made_for = {"project": record.project, "base_version": plan.model_version, "created": time.time()}
+        path = write_state(self.root / str(pid), n, LearnedState(controls, summary, made_for))
+        made = FitRecord(pid, n, record.project, plan.model_version, path, made_for["created"], summary)
         self.store.add_fit(made)
         self.projects.add_version(record.project, made.version)
         self._prune(pid, settings)
         return made
+
+    def _verify(self, pid: int, ls: LabelStudioClient) -> None:
+        """Read back from Label Studio every annotation a webhook announced: keep what it says, drop what it does not.
+
+        Label Studio posts webhooks without credentials, so a payload is only a claim: anyone who can reach
+        ``/webhook`` could invent annotations (or put them in another project). Only Label Studio's answer teaches.
+        """
+        for claimed in self.store.annotations(pid, unverified=True):
+            try:
+                item = ls.get_json(f"/api/annotations/{claimed.id}/")
+                task = ls.get_json(f"/api/tasks/{item.get('task')}/") if isinstance(item, dict) else None
+            except LabelStudioAPIError as exc:
+                if " 404" in str(exc) or " 403" in str(exc):
+                    log.warning(
+                        "project %s: annotation %s is not in Label Studio (%s): not learned", pid, claimed.id, exc
+                    )
+                    self.store.delete(pid, [claimed.id])
+                    continue
+                raise FitFailed(f"could not read annotation {claimed.id} back from Label Studio: {exc}") from None
+            try:
+                verified = annotation_from(item, task)
+            except BadRequest as exc:
+                raise FitFailed(f"Label Studio's annotation {claimed.id} is unreadable: {exc}") from None
+            if not isinstance(task, dict) or task.get("project") != pid:
+                log.warning("project %s: annotation %s belongs to another project: not learned", pid, claimed.id)
+                self.store.delete(pid, [claimed.id])
+                continue
+            self.store.upsert(pid, [verified], verified=True)
 
     def _prune(self, pid: int, settings: LearningSettings) -> None:
         fits = self.store.fits(pid)
@@ -298,12 +395,13 @@ class Learner:
         annotations: list[Annotation],
         settings: LearningSettings,
         ls: LabelStudioClient | None,
-    ) -> tuple[ControlState, dict[str, Any]] | None:
+    ) -> tuple[ControlState, dict[str, Any]] | str:
+        """What a control learns, or why it learns nothing yet."""
         if target.target.task is Task.CLASSIFICATION:
             return self._learn_choices(target, annotations, settings, ls)
         if target.target.task in (Task.DETECTION, Task.SEGMENTATION):
             return self._learn_boxes(target, annotations, settings, ls)
-        return None
+        return "this kind of control does not learn"
 
     # ------------------------------------------------------------------------------------------------- choices
 
@@ -313,10 +411,10 @@ class Learner:
         annotations: list[Annotation],
         settings: LearningSettings,
         ls: LabelStudioClient | None,
-    ) -> tuple[ControlState, dict[str, Any]] | None:
+    ) -> tuple[ControlState, dict[str, Any]] | str:
         examples = choice_examples(target.target, annotations)
         if not examples:
-            return None
+            return "no annotated task answers it yet"
         spec = self._embedder(target, settings)
         adapter = self.services.pool.get(spec, self.services.model_wait)
         labels = target.target.labels
@@ -390,10 +488,10 @@ class Learner:
         annotations: list[Annotation],
         settings: LearningSettings,
         ls: LabelStudioClient | None,
-    ) -> tuple[ControlState, dict[str, Any]] | None:
+    ) -> tuple[ControlState, dict[str, Any]] | str:
         examples = box_examples(target.target, annotations)
         if not examples:
-            return None
+            return "no annotated task yet"
         labels = target.target.labels
         truths = np.bincount(np.concatenate([e.labels for e in examples]).astype(int), minlength=len(labels))
         thresholds: dict[str, float] = {}
@@ -414,7 +512,16 @@ class Learner:
                     thresholds[labels[i]] = round(curve.best, 6)
         queries, query_labels = self._queries(scorer, examples, settings, ls)
         if not thresholds and queries is None:
-            return None
+            if configured is None:
+                return f"{scorer.spec.adapter} has no score threshold to calibrate"
+            floor = min(CALIBRATION_FLOOR, configured)
+            why = [
+                f"{labels[i]}: the model found none of its {truths[i]} annotated objects above {floor:g}"
+                if i in calibrating
+                else f"{labels[i]}: {truths[i]} of the {settings.min_examples} annotated objects calibration needs"
+                for i in range(len(labels))
+            ]
+            return "; ".join(why)
         state = ControlState(target.target.control, thresholds=thresholds, queries=queries, query_labels=query_labels)
         summary = {
             "examples": len(examples),
@@ -594,6 +701,12 @@ def _mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = flat_a @ flat_b.T
     union = flat_a.sum(axis=1)[:, None] + flat_b.sum(axis=1)[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _number(path: Path) -> int:
+    """N of ``fit<N>.npz`` (0 for anything else)."""
+    found = re.fullmatch(r"fit(\d+)\.npz", path.name)
+    return int(found.group(1)) if found else 0
 
 
 def _no_label_thresholds(target: TargetPlan) -> Any:

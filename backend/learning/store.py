@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS annotations (
     completed_by INTEGER,
     parent_prediction INTEGER,
     updated_at REAL NOT NULL,
+    verified INTEGER NOT NULL,       -- read back from Label Studio's API (a webhook's payload is only a claim)
     PRIMARY KEY (project_id, annotation_id)
 );
 CREATE TABLE IF NOT EXISTS fit_requests (
@@ -94,14 +95,16 @@ class LearningStore:
     def __init__(self, model_dir: Path) -> None:
         self._db = SQLiteFile(model_dir / "learning.sqlite3", _SCHEMA, mode=0o600)
 
-    def upsert(self, project_id: int, annotations: Iterable[Annotation]) -> int:
-        """Add or replace annotations; returns how many."""
+    def upsert(self, project_id: int, annotations: Iterable[Annotation], *, verified: bool = False) -> int:
+        """Add or replace annotations; ``verified`` when they come from Label Studio's API. Returns how many."""
         rows = [
             (project_id, a.id, a.task_id, json.dumps(a.task_data), json.dumps(list(a.result)), int(a.cancelled),
-             int(a.ground_truth), a.completed_by, a.parent_prediction, a.updated_at)
+             int(a.ground_truth), a.completed_by, a.parent_prediction, a.updated_at, int(verified))
             for a in annotations
         ]  # fmt: skip
-        self._db.run(lambda db: db.executemany("INSERT OR REPLACE INTO annotations VALUES (?,?,?,?,?,?,?,?,?,?)", rows))
+        self._db.run(
+            lambda db: db.executemany("INSERT OR REPLACE INTO annotations VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+        )
         return len(rows)
 
     def delete(self, project_id: int, annotation_ids: Iterable[int]) -> int:
@@ -119,14 +122,16 @@ class LearningStore:
         """The project's annotations become exactly these (after a full sync)."""
         items = list(annotations)
         self._db.run(lambda db: db.execute("DELETE FROM annotations WHERE project_id = ?", (project_id,)))
-        return self.upsert(project_id, items)
+        return self.upsert(project_id, items, verified=True)
 
-    def annotations(self, project_id: int) -> list[Annotation]:
-        """Every known annotation of a project, oldest first."""
+    def annotations(self, project_id: int, *, unverified: bool = False) -> list[Annotation]:
+        """Every known annotation of a project (or only those not yet read back from Label Studio), oldest first."""
+        only = " AND verified = 0" if unverified else ""
         rows = self._db.run(
             lambda db: db.execute(
                 "SELECT annotation_id, task_id, task_data, result, cancelled, ground_truth, completed_by, "
-                "parent_prediction, updated_at FROM annotations WHERE project_id = ? ORDER BY updated_at, annotation_id",
+                f"parent_prediction, updated_at FROM annotations WHERE project_id = ?{only} "
+                "ORDER BY updated_at, annotation_id",
                 (project_id,),
             ).fetchall()
         )
@@ -165,6 +170,15 @@ class LearningStore:
             return FitRequest(row[0], bool(row[1]), row[2]) if claimed else None
 
         return self._db.run(work)
+
+    def renew_claim(self, request: FitRequest, worker: str, lease: float) -> None:
+        """Extend a running fit's lease, so a long fit is not taken over while it runs."""
+        self._db.run(
+            lambda db: db.execute(
+                "UPDATE fit_requests SET lease_until = ? WHERE project_id = ? AND claimed_by = ?",
+                (time.time() + lease, request.project_id, worker),
+            )
+        )
 
     def next_request_at(self) -> float | None:
         """When the oldest unclaimed fit request came (its fit is due a debounce later), or ``None``."""

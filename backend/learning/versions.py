@@ -12,13 +12,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["KEPT_VERSIONS", "ControlState", "LearnedState", "read_state", "write_state"]
+__all__ = ["KEPT_VERSIONS", "UNREADABLE", "ControlState", "LearnedState", "read_manifest", "read_state", "write_state"]
+
+# What reading a damaged artifact raises (truncated zip, missing member, bad JSON, unknown format).
+UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
 
 KEPT_VERSIONS = 10
 _FORMAT = 1
@@ -49,10 +53,14 @@ class ControlState:
 
 @dataclass(frozen=True)
 class LearnedState:
-    """Everything a fit learned for a project, per control, and a summary for people."""
+    """Everything a fit learned for a project, per control, a summary for people, and what it was made for.
+
+    ``made_for`` (project key, base version, time) lets the store's record of a fit be rebuilt from the file alone.
+    """
 
     controls: dict[str, ControlState]
     summary: dict[str, Any]
+    made_for: dict[str, Any] = field(default_factory=dict)
 
 
 def write_state(directory: Path, n: int, state: LearnedState) -> Path:
@@ -60,7 +68,7 @@ def write_state(directory: Path, n: int, state: LearnedState) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for stray in directory.glob(".tmp-*"):  # left by a fit that was killed
         stray.unlink(missing_ok=True)
-    manifest: dict[str, Any] = {"format": _FORMAT, "summary": state.summary, "controls": {}}
+    manifest: dict[str, Any] = {"format": _FORMAT, "summary": state.summary, "made_for": state.made_for, "controls": {}}
     arrays: dict[str, np.ndarray] = {}
     for i, (name, control) in enumerate(state.controls.items()):
         manifest["controls"][name] = {
@@ -96,16 +104,31 @@ def write_state(directory: Path, n: int, state: LearnedState) -> Path:
     return path
 
 
+def read_manifest(path: Path) -> dict[str, Any]:
+    """An artifact's manifest alone (what it was made for, its summary).
+
+    Raises:
+        One of ``UNREADABLE``: the file is damaged or not a learned state of a known format.
+    """
+    with np.load(path, allow_pickle=False) as data:
+        return _manifest(data, path)
+
+
+def _manifest(data: Any, path: Path) -> dict[str, Any]:
+    manifest = json.loads(data["manifest"].tobytes())
+    if manifest.get("format") != _FORMAT:
+        raise ValueError(f"{path}: unknown learned-state format {manifest.get('format')!r}")
+    return manifest
+
+
 def read_state(path: Path) -> LearnedState:
     """Read an artifact written by ``write_state``.
 
     Raises:
-        ValueError: The file is not a learned state of a known format.
+        One of ``UNREADABLE``: the file is damaged or not a learned state of a known format.
     """
     with np.load(path, allow_pickle=False) as data:
-        manifest = json.loads(data["manifest"].tobytes())
-        if manifest.get("format") != _FORMAT:
-            raise ValueError(f"{path}: unknown learned-state format {manifest.get('format')!r}")
+        manifest = _manifest(data, path)
         controls = {}
         for name, meta in manifest["controls"].items():
             i = meta["index"]
@@ -119,4 +142,4 @@ def read_state(path: Path) -> LearnedState:
                 queries=data[f"c{i}_queries"] if meta["queries"] else None,
                 query_labels=data[f"c{i}_query_labels"] if meta["queries"] else None,
             )
-    return LearnedState(controls, manifest["summary"])
+    return LearnedState(controls, manifest["summary"], manifest.get("made_for", {}))

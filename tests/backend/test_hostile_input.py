@@ -128,3 +128,41 @@ def test_random_bodies_never_give_a_5xx(client: FlaskClient, route: str, body: d
     response = client.post(route, json=body)
     assert response.status_code < 500 or response.status_code == 503, (route, body, response.json)
     assert response.is_json
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [("[" * 5000 + "]" * 5000, "nests deeper than 64"), ('{"prompts": {"Cat": "\\ud800"}}', "lone surrogate")],
+)
+def test_extra_params_as_a_json_string_get_the_same_checks(client: FlaskClient, extra: str, match: str) -> None:
+    response = client.post("/setup", json=setup_body(extra_params=extra))  # Label Studio sends the box as a string
+    assert response.status_code == 400 and match in response.json["error"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"action": "ANNOTATION_CREATED", "project": {"id": 10**30}, "annotation": {"id": 1, "task": 1},
+         "task": {"id": 1, "data": {}}},
+        {"action": "ANNOTATION_CREATED", "project": {"id": 3}, "annotation": {"id": 10**30, "task": 1},
+         "task": {"id": 1, "data": {}}},
+        {"action": "ANNOTATION_UPDATED", "project": {"id": 3}, "annotation": {"id": 1, "task": 1, "updated_at": 1e400,
+         "completed_by": 10**40, "parent_prediction": 10**40}, "task": {"id": 1, "data": {}}},
+        {"action": "ANNOTATION_UPDATED", "project": {"id": 3}, "annotation": {"id": 1, "task": 1,
+         "updated_at": float("nan")}, "task": {"id": 1, "data": {}}},
+        {"action": "ANNOTATIONS_CREATED", "project": {"id": 3}, "annotation": [{"id": 1, "task": [1]}],
+         "task": [{"id": [1], "data": {}}]},
+        {"action": "ANNOTATIONS_DELETED", "project": {"id": 3}, "annotations": [{"id": 10**30}]},
+    ],
+)  # fmt: skip
+def test_hostile_webhooks_get_a_4xx_or_a_plain_answer_never_a_500(client: FlaskClient, body: dict) -> None:
+    client.post("/setup", json=setup_body())
+    response = client.post("/webhook", data=json.dumps(body), content_type="application/json")
+    assert response.status_code in (200, 400), response.json
+
+
+@pytest.mark.parametrize("project", ["%", "_", "1%", "3.17' OR 1=1", "9" * 40])
+def test_versions_takes_only_a_project_id(client: FlaskClient, project: str) -> None:
+    client.post("/setup", json=setup_body())
+    response = client.get("/versions", query_string={"project": project})
+    assert response.status_code == 400 and "'project' must be" in response.json["error"]

@@ -118,16 +118,17 @@ def test_cloud_uri_is_presigned_by_label_studio_and_credentials_stay_there(fake_
 
 
 def test_private_addresses_are_refused_unless_allowed(server: LocalServer) -> None:
-    @server.app.get("/img.png")
+    @server.app.get("/data/upload/1/img.png")
     def img() -> Response:
         return Response(image_bytes(), content_type="image/png")
 
+    url = server.url + "/data/upload/1/img.png"
     with pytest.raises(MediaError, match="non-public address 127.0.0.1.*PRELABEL_MEDIA_ALLOWED_HOSTS"):
-        fetcher().load(server.url + "/img.png", task_id=1, ls=None)
+        fetcher().load(url, task_id=1, ls=None)
     allowed = fetcher(media_allowed_hosts=frozenset({"127.0.0.1"}))
-    assert allowed.load(server.url + "/img.png", task_id=1, ls=None).pixels.shape == (48, 64, 3)
-    # Label Studio's own host is trusted even when it is local.
-    assert fetcher().load(server.url + "/img.png", task_id=1, ls=client(server, None)).pixels.shape == (48, 64, 3)
+    assert allowed.load(url, task_id=1, ls=None).pixels.shape == (48, 64, 3)
+    # Label Studio's own origin is trusted even when it is local (for its media paths).
+    assert fetcher().load(url, task_id=1, ls=client(server, None)).pixels.shape == (48, 64, 3)
 
 
 @pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data", "http://10.0.0.1/x.png", "http://[::1]/x"])
@@ -154,14 +155,14 @@ def test_size_and_time_limits(server: LocalServer) -> None:
 
         return Response(body(), content_type="image/png")
 
-    ls = client(server, None)
+    local = frozenset({"127.0.0.1"})
     with pytest.raises(MediaError, match="over PRELABEL_MEDIA_MAX_BYTES=1000"):
-        fetcher(media_max_bytes=1000).load(server.url + "/big", task_id=1, ls=ls)
+        fetcher(media_max_bytes=1000, media_allowed_hosts=local).load(server.url + "/big", task_id=1, ls=None)
     with pytest.raises(MediaError, match="over PRELABEL_MEDIA_MAX_BYTES=2000"):
-        fetcher(media_max_bytes=2000).load(server.url + "/chunked", task_id=1, ls=ls)
+        fetcher(media_max_bytes=2000, media_allowed_hosts=local).load(server.url + "/chunked", task_id=1, ls=None)
     started = time.monotonic()
     with pytest.raises(MediaError, match="PRELABEL_MEDIA_TIMEOUT|timed out|Timeout"):
-        fetcher(media_timeout=0.5).load(server.url + "/slow", task_id=1, ls=ls)
+        fetcher(media_timeout=0.5, media_allowed_hosts=local).load(server.url + "/slow", task_id=1, ls=None)
     assert time.monotonic() - started < 1.5
 
 
@@ -170,11 +171,11 @@ def test_http_errors_and_non_images(server: LocalServer) -> None:
     def text() -> Response:
         return Response("hello", content_type="text/plain")
 
-    ls = client(server, None)
+    media = fetcher(media_allowed_hosts=frozenset({"127.0.0.1"}))
     with pytest.raises(MediaError, match="HTTP 404"):
-        fetcher().load(server.url + "/missing.png", task_id=1, ls=ls)
+        media.load(server.url + "/missing.png", task_id=1, ls=None)
     with pytest.raises(MediaError, match="not a readable image"):
-        fetcher().load(server.url + "/text", task_id=1, ls=ls)
+        media.load(server.url + "/text", task_id=1, ls=None)
 
 
 def test_decompression_bombs_are_refused_before_decoding() -> None:
@@ -226,7 +227,8 @@ def test_a_server_dripping_bytes_cannot_outlast_the_timeout(server: LocalServer)
 
     started = time.monotonic()
     with pytest.raises(MediaError, match="took longer than PRELABEL_MEDIA_TIMEOUT"):
-        fetcher(media_timeout=1.0).load(server.url + "/drip", task_id=1, ls=client(server, None))
+        media = fetcher(media_timeout=1.0, media_allowed_hosts=frozenset({"127.0.0.1"}))
+        media.load(server.url + "/drip", task_id=1, ls=None)
     assert time.monotonic() - started < 2.5
 
 
@@ -278,3 +280,10 @@ def test_cloud_uri_errors_say_which_uri_and_what_to_check(fake_ls: LocalServer) 
     with pytest.raises(MediaError, match=r"10\.0\.0\.7:9000.*pre-signed URL Label Studio gave for s3://b/k.png") as err:
         media.load("s3://b/k.png", task_id=3, ls=client(fake_ls, LEGACY))
     assert "X-Amz-Signature" not in str(err.value)  # presigned URLs carry secrets: never in a message
+
+
+def test_a_local_file_name_with_a_percent_is_decoded_once_as_label_studio_does(tmp_path: Path) -> None:
+    (tmp_path / "a%41b.png").write_bytes(image_bytes(5, 4))  # Label Studio writes ?d=a%2541b.png for it
+    (tmp_path / "aAb.png").write_bytes(image_bytes(7, 4))
+    media = fetcher(local_files_document_root=tmp_path)
+    assert media.load("/data/local-files/?d=a%2541b.png", task_id=1, ls=None).pixels.shape == (4, 5, 3)

@@ -135,8 +135,8 @@ def test_credentials_only_reach_label_studio_and_nothing_private_is_reached(
         ("http://127.0.0.1:8000\\@8.8.8.8/x.jpg", None),  # one parser says 8.8.8.8, the client connects to 127.0.0.1
         ("http://attacker.example.net:1\\@ls.internal:8080/x.jpg", None),  # would carry the token to the attacker
         ("http://ls.internal:8080@attacker.example.net/x.jpg", None),  # user info
-        ("http://ls.internal:8080/x.jpg", ("http", "ls.internal", 8080, f"Token {TOKEN}")),
-        ("http://LS.internal:8080/x.jpg", ("http", "ls.internal", 8080, f"Token {TOKEN}")),
+        ("http://ls.internal:8080/data/upload/1/x.jpg", ("http", "ls.internal", 8080, f"Token {TOKEN}")),
+        ("http://LS.internal:8080/data/upload/1/x.jpg", ("http", "ls.internal", 8080, f"Token {TOKEN}")),
         ("http://ls.internal:80/x.jpg", None),  # Label Studio's host on another port: private, refused
         ("https://ls.internal:8080/x.jpg", None),  # another scheme
         ("http://images.example.com/x.jpg", ("http", "images.example.com", 80, None)),
@@ -263,3 +263,55 @@ def test_the_scheme_is_case_insensitive_as_in_the_url_standard(monkeypatch: pyte
     with fake_dns(monkeypatch):
         recording_fetcher(sent).load("HTTP://images.example.com/x.png", task_id=1, ls=None)
     assert [(s.scheme, s.host) for s in sent] == [("http", "images.example.com")]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["/api/current-user/token", "/api/projects/1/export?exportType=JSON", "/data/upload/../../api/projects",
+     "/data/upload/%2e%2e/%2e%2e/api/projects", "/data%2fupload/x", "http://ls.internal:8080/api/projects",
+     "http://ls.internal:8080/tasks/1/presign/../../api/x"],
+)  # fmt: skip
+def test_task_images_cannot_make_prelabel_read_label_studios_api(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[Sent] = []
+    with fake_dns(monkeypatch):
+        media = recording_fetcher(sent)
+        with pytest.raises(MediaError, match="not one of its media paths"):
+            media.load(value, task_id=1, ls=LabelStudioClient(LS_URL, TOKEN, media.session))
+    assert sent == []
+
+
+def test_media_paths_behind_a_base_path_are_fetched_with_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[Sent] = []
+    with fake_dns(monkeypatch):
+        media = recording_fetcher(sent)
+        ls = LabelStudioClient(LS_URL + "/label-studio", TOKEN, media.session)
+        media.load("/data/upload/3/a.png", task_id=1, ls=ls)
+        with pytest.raises(MediaError, match="not one of its media paths"):
+            media.load("http://ls.internal:8080/data/upload/3/a.png", task_id=1, ls=ls)  # outside the base path
+    assert [s.authorization for s in sent] == [f"Token {TOKEN}"]
+
+
+def test_label_studio_api_calls_never_follow_a_redirect_with_the_token(server: LocalServer) -> None:
+    from backend.ls_client import LabelStudioAPIError
+    from tests.backend.test_media import PAT
+
+    with LocalServer() as elsewhere:
+        elsewhere.seen = []  # type: ignore[attr-defined]
+
+        @elsewhere.app.route("/<path:path>", methods=["GET", "POST"])
+        def steal(path: str) -> Response:
+            elsewhere.seen.append((path, request.headers.get("Authorization"), request.get_data()))  # type: ignore[attr-defined]
+            return Response("{}", content_type="application/json")
+
+        @server.app.route("/api/<path:path>", methods=["GET", "POST"])
+        def redirect(path: str) -> Response:
+            return Response(status=307, headers={"Location": f"{elsewhere.url}/steal"})
+
+        session = outbound.make_session()
+        legacy = LabelStudioClient(server.url, TOKEN, session)
+        with pytest.raises(LabelStudioAPIError, match="answered a redirect"):
+            legacy.get_json("/api/tasks")
+        assert legacy.check_credentials() is None
+        with pytest.raises(PermissionError):  # the PAT exchange is refused, not followed
+            LabelStudioClient(server.url, PAT, session).headers()
+        assert elsewhere.seen == []  # type: ignore[attr-defined]

@@ -218,5 +218,27 @@ def test_a_choices_control_may_pick_an_embedding_only_model_which_takes_no_promp
     env = {"classification": {"templates": ["a photo of {}"]}}  # a clip knob: it applies where it fits
     (target,) = plan(choices, {"classification": {"model": "dinov2"}}, env).targets
     assert target.spec.model_id == "facebook/dinov2-small" and dataclasses.asdict(target.params) == {}
-    with pytest.raises(ProjectSettingsError, match="unknown setting 'templates' for dinov2; known: none"):
+    with pytest.raises(
+        ProjectSettingsError,
+        match="unknown setting 'templates' for dinov2; known: device, dtype, label_thresholds, model, model_id, prompts, score_threshold$",
+    ):
         plan(choices, {"classification": {"model": "dinov2", "templates": ["{}"]}})
+
+
+def test_model_id_urls_are_limited_to_published_checkpoints() -> None:
+    from model_adapters.albef import Albef
+
+    published = Albef.variants["mscoco"]
+    assert (
+        plan(CHOICE_CONFIG, {"classification": {"model": "albef", "model_id": published}}).targets[0].spec.model_id
+        == published
+    )
+    with pytest.raises(ProjectSettingsError, match="is a URL that is not a published checkpoint of albef"):
+        plan(
+            CHOICE_CONFIG, {"classification": {"model": "albef", "model_id": "http://127.0.0.1:9/latest/meta-data.pth"}}
+        )
+    with pytest.raises(ProjectSettingsError, match="not a published checkpoint of grounding_dino"):
+        plan(project={"detection": {"model_id": "https://example.com/weights"}})
+
+
+CHOICE_CONFIG = '<View><Image name="i" value="$i"/><Choices name="c" toName="i"><Choice value="A"/></Choices></View>'

@@ -91,7 +91,7 @@ def test_a_relative_or_home_path_that_exists_loads(
         ("owlv2", (64, None)),  # a fixed 64x64 resize
         ("openclip", (32, None)),  # torchvision Resize(32) + CenterCrop
         ("fastvit", None),  # filled in below from timm's own data config
-        ("sam", None),  # segmenters keep full resolution: their masks have the input's size
+        ("sam", (None, 4096)),  # segmenters: masks keep the input's size, capped only on huge images
     ],
 )
 def test_each_adapter_says_how_far_its_preprocessing_shrinks_images(family: str, expected, tiny) -> None:

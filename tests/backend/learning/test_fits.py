@@ -215,19 +215,31 @@ def test_owl_learns_queries_from_annotated_boxes_and_negatives_from_deleted_ones
     with LocalServer() as ls:
         predicted = [_cat(0), _cat(2)]  # the prediction task 3's annotator started from: they deleted slot 2
 
+        events = {i: annotation_event(i, i, images[i], [_cat(1)]) for i in (1, 2)}
+        events[3] = annotation_event(3, 3, images[3], [_cat(0)], parent_prediction=77)
+
         @ls.app.get("/api/predictions/<int:prediction>/")
         def prediction(prediction: int) -> Response:
             assert prediction == 77
             return Response(json.dumps({"id": 77, "result": predicted}), content_type="application/json")
+
+        @ls.app.get("/api/annotations/<int:annotation>/")
+        def annotation(annotation: int) -> Response:  # what Label Studio answers when prelabel reads them back
+            return Response(json.dumps(events[annotation]["annotation"]), content_type="application/json")
+
+        @ls.app.get("/api/tasks/<int:task>/")
+        def task(task: int) -> Response:
+            return Response(
+                json.dumps({**events[task]["task"], "project": PROJECT_ID}), content_type="application/json"
+            )
 
         from tests.backend.learning.test_learner import app_service_fresh
 
         client, service = app_service_fresh(ls.url)
         extra = {"detection": {"model": "owlv2", "model_id": str(tiny("owlv2"))}, "learning": {"queries_per_label": 2}}
         setup(client, BOXES, extra)
-        for i in (1, 2):
-            client.post("/webhook", json=annotation_event(i, i, images[i], [_cat(1)]))
-        client.post("/webhook", json=annotation_event(3, 3, images[3], [_cat(0)], parent_prediction=77))
+        for event in events.values():
+            client.post("/webhook", json=event)
         run_fits(service)
         state = read_state(service.learner.store.fits(PROJECT_ID)[0].path).controls["boxes"]
         assert state.query_labels.tolist() == [0, 0, -1]  # the two newest Cat boxes, then the deleted one
@@ -286,3 +298,112 @@ def test_new_settings_refit_from_the_annotations_already_known(app_service: Any,
     assert setup(client, CHOICES, changed) == f"{new_base}-fit2"
     setup(client, CHOICES, changed)
     assert not service.learner.store.pending(PROJECT_ID)  # asked once per base version, not on every /setup
+
+
+def test_webhook_annotations_are_read_back_from_label_studio_and_invented_ones_dropped(tiny: Any) -> None:
+    images = {i: coloured(RED if i < 3 else BLUE, i) for i in range(1, 6)}
+    real = {i: annotation_event(i, i, images[i], [choice("colour", "Red" if i < 3 else "Blue")]) for i in (1, 2, 3, 4)}
+    with LocalServer() as ls:
+
+        @ls.app.get("/api/annotations/<int:annotation>/")
+        def annotation(annotation: int) -> Response:
+            if annotation not in real:
+                return Response('{"detail": "Not found."}', status=404, content_type="application/json")
+            return Response(json.dumps(real[annotation]["annotation"]), content_type="application/json")
+
+        @ls.app.get("/api/tasks/<int:task>/")
+        def task(task: int) -> Response:
+            project = PROJECT_ID if task != 4 else 99  # task 4 lives in another project
+            return Response(json.dumps({**real[task]["task"], "project": project}), content_type="application/json")
+
+        from tests.backend.learning.test_learner import app_service_fresh
+
+        client, service = app_service_fresh(ls.url)
+        setup(client, CHOICES, {"classification": {"model": "clip", "model_id": str(tiny("clip"))}})
+        claimed = {**real[1], "annotation": {**real[1]["annotation"], "result": [choice("colour", "Blue")]}}
+        for event in [claimed, real[2], real[3], real[4]]:  # the payload of 1 lies about its label
+            client.post("/webhook", json=event)
+        invented = annotation_event(50, 50, images[5], [choice("colour", "Red")])  # no such annotation
+        client.post("/webhook", json={**invented, "action": "ANNOTATIONS_CREATED",
+                                      "annotation": [invented["annotation"]], "task": [invented["task"]]})  # fmt: skip
+        run_fits(service)
+        kept = {a.id: a for a in service.learner.store.annotations(PROJECT_ID)}
+        assert sorted(kept) == [1, 2, 3]  # 50 is unknown to Label Studio, 4 is another project's
+        assert kept[1].result[0]["value"]["choices"] == ["Red"]  # what Label Studio says, not what the payload said
+        (fit,) = service.learner.store.fits(PROJECT_ID)
+        assert fit.summary["colour"]["per_label"] == {"Red": 2, "Blue": 1}
+
+
+def test_a_damaged_fit_file_falls_back_to_the_one_before_and_says_so(app_service: Any, tiny: Any) -> None:
+    client, service = app_service()
+    extra = {"classification": {"model": "clip", "model_id": str(tiny("clip"))}}
+    base = setup(client, CHOICES, extra)
+    annotate_colours(client)
+    run_fits(service, 1)
+    annotate_colours(client, start=10)
+    run_fits(service, 2)
+    newest = service.learner.store.fits(PROJECT_ID)[-1].path
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated
+    assert setup(client, CHOICES, extra) == f"{base}-fit1"
+    assert {r["model_version"] for r in predict(client, [coloured(RED, 3)])} == {f"{base}-fit1"}
+    assert "-fit2 cannot be read" in client.get("/").text
+    pinned = client.post("/setup", json={"project": PROJECT, "schema": CHOICES,
+                                         "extra_params": {**extra, "learning": {"version": "fit2"}}})  # fmt: skip
+    assert pinned.status_code == 400 and "its file is damaged" in pinned.json["error"]
+
+
+def test_a_lost_learning_store_never_reuses_a_version_name(app_service: Any, tiny: Any) -> None:
+    client, service = app_service()
+    extra = {"classification": {"model": "clip", "model_id": str(tiny("clip"))}}
+    base = setup(client, CHOICES, extra)
+    annotate_colours(client)
+    run_fits(service, 1)
+    (service.settings.model_dir / "learning.sqlite3").write_bytes(os.urandom(8192))  # corrupt: moved aside
+    assert setup(client, CHOICES, extra) == f"{base}-fit1"  # rebuilt from the file, still served
+    annotate_colours(client, start=30)
+    run_fits(service, 2)
+    assert setup(client, CHOICES, extra) == f"{base}-fit2"
+
+
+def test_an_unexpected_error_in_a_fit_is_reported_like_any_failure(
+    app_service: Any, tiny: Any, monkeypatch: Any
+) -> None:
+    client, service = app_service()
+    setup(client, CHOICES, {"classification": {"model": "clip", "model_id": str(tiny("clip"))}})
+    annotate_colours(client)
+    monkeypatch.setattr("backend.learning.learner.fit_choice_head", lambda *a, **k: 1 / 0)
+    assert service.learner.run_due(debounce=0.0)
+    outcome = service.learner.store.outcome(PROJECT_ID)
+    assert outcome["outcome"] == "failed" and "ZeroDivisionError" in outcome["detail"]
+    assert "ZeroDivisionError" in client.get("/").text
+
+
+def test_learning_switched_off_serves_the_zero_shot_model_again(app_service: Any, tiny: Any) -> None:
+    client, service = app_service()
+    extra = {"classification": {"model": "clip", "model_id": str(tiny("clip"))}}
+    base = setup(client, CHOICES, extra)
+    annotate_colours(client)
+    run_fits(service)
+    assert setup(client, CHOICES, extra) == f"{base}-fit1"
+    assert setup(client, CHOICES, {**extra, "learning": {"enabled": False}}) == base
+
+
+def test_a_fit_that_learns_nothing_says_why_per_control(app_service: Any) -> None:
+    client, service = app_service()
+    setup(client, BOXES, {"detection": {"model": GradedDetector.name}, "learning": {"min_examples": 2}})
+    far = {
+        "from_name": "boxes",
+        "to_name": "image",
+        "type": "rectanglelabels",
+        "original_width": 100,
+        "original_height": 100,
+        "value": {"x": 80, "y": 80, "width": 10, "height": 10, "rectanglelabels": ["Cat"]},
+    }
+    for n in range(3):  # boxes where the detector never finds anything
+        client.post("/webhook", json=annotation_event(n + 1, n + 1, coloured(RED, n), [far]))  # fmt: skip
+    assert service.learner.run_due(debounce=0.0)
+    outcome = service.learner.store.outcome(PROJECT_ID)
+    assert outcome["outcome"] == "nothing_to_learn"
+    assert outcome["detail"] == "boxes: Cat: the model found none of its 3 annotated objects above 0.05"
+    answer = client.post("/webhook", json=annotation_event(9, 9, coloured(RED, 9), [far])).json
+    assert answer["last_fit"]["outcome"] == "nothing_to_learn"
