@@ -1,8 +1,8 @@
 """Flask app speaking Label Studio's ML-backend protocol, plus a status page for people.
 
-Routes: ``/health``, ``/setup``, ``/predict``, ``/webhook``, ``/versions``, ``/metrics``, and ``/`` (an HTML page
-saying what Label Studio does not show: refused settings, tasks not predicted and why, model states). Each route
-parses the body, calls ``PrelabelService`` and renders JSON. Errors are JSON too: 400 for a request that breaks the
+Routes: ``/health``, ``/setup``, ``/predict``, ``/preview``, ``/webhook``, ``/versions``, ``/metrics``, and ``/``
+(an HTML page saying what Label Studio does not show: refused settings, tasks not predicted and why, model states).
+Each route parses the body, calls ``PrelabelService`` and renders JSON. Errors are JSON too: 400 for a request that breaks the
 protocol or carries bad settings, 401 for missing credentials, 413 for a body over ``PRELABEL_MAX_BODY_MB``, 503 when
 a model cannot be served, 500 (logged with its traceback) for anything unexpected.
 
@@ -27,10 +27,12 @@ from backend import metrics, outbound
 from backend.errors import BadRequest
 from backend.log_redaction import install_log_redaction
 from backend.models import ModelUnavailable
+from backend.preview import MAX_TASKS as MAX_PREVIEW_TASKS
 from backend.request_body import parse_json_object
 from backend.service import PrelabelService
 from backend.settings import ServerSettings
 from backend.status_page import render_status_page
+from backend.store import project_id
 
 __all__ = ["create_app"]
 
@@ -142,6 +144,24 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
             client_gone=_client_gone(request.environ),
         )
         return jsonify(results=results)
+
+    @app.route("/preview", methods=["GET", "POST"])
+    def preview() -> Response:
+        # GET ?project=N&tasks=5 with the project's settings; POST {"project", "tasks", "extra_params"} tries others
+        body = _json_object() if request.method == "POST" else dict(request.args)
+        unknown = sorted(set(body) - {"project", "tasks", "extra_params"})
+        if unknown:
+            raise BadRequest(f"unknown key {unknown[0]!r}; preview takes project, tasks and (POST) extra_params")
+        project = project_id(body.get("project"))
+        if project is None:
+            raise BadRequest("preview needs 'project': Label Studio's project id, like ?project=3")
+        count = body.get("tasks", 5)
+        if isinstance(count, str) and count.isdigit():
+            count = int(count)
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_PREVIEW_TASKS:
+            raise BadRequest(f"'tasks' must be a number of tasks from 1 to {MAX_PREVIEW_TASKS}, got {count!r}")
+        extra = body.get("extra_params") if request.method == "POST" else None
+        return jsonify(service.preview(project, count, extra, client_gone=_client_gone(request.environ)))
 
     @app.post("/webhook")
     def webhook() -> Response:

@@ -8,6 +8,10 @@ finally ``extra_params.controls.<control name>``. The README documents the schem
      "prompts": {"Car": ["car", "truck"]},
      "controls": {"label": {"model": "owlv2"}}}
 
+The detection section may also name the stages of ``backend.refine``: ``models`` (an ensemble, each member a
+detection section of its own plus a ``weight``), ``verify`` (a classifier that checks each box's crop) and
+``tiling``; top-level (or per control) ``negatives`` name prompts a label's boxes must not match.
+
 The model version is a hash of everything that changes predictions, so it is the same in ``/setup`` and in
 ``/predict``, across restarts and processes, and changes when the settings do.
 """
@@ -25,7 +29,11 @@ from typing import Any, Literal
 
 from backend.errors import ProjectSettingsError
 from backend.label_config import Target, parse_targets
-from backend.prompts import LABEL_MAPS, ExampleRef, check_label_maps, examples_for, prompts_for
+from backend.prompts import LABEL_MAPS, ExampleRef, check_label_maps, examples_for, negatives_for, prompts_for
+from backend.refine.fusion import Member
+from backend.refine.negatives import Negatives
+from backend.refine.tiling import AUTO_ABOVE, Tiling
+from backend.refine.verify import Verification
 from backend.request_body import MAX_DEPTH, check_json
 from model_adapters.base import ModelSpec, QueryEmbedding, SettingsError, Task, make_params
 from model_adapters.registry import UnknownAdapterError, available_adapters, resolve_adapter
@@ -63,6 +71,11 @@ _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
 _MASK_CONTROLS = ("BrushLabels", "PolygonLabels")  # preferred order for interactive answers
 _TOP_KEYS = frozenset({*SECTION_TASKS, *LABEL_MAPS, "controls", "learning"})  # "learning": backend.learning
+_REFINE_KEYS = ("models", "verify", "tiling")  # detection stages of backend.refine
+_PROBE_CONFIG = (
+    '<View><Image name="image" value="$image"/>'
+    '<RectangleLabels name="label" toName="image"><Label value="object"/></RectangleLabels></View>'
+)
 
 
 @dataclass(frozen=True)
@@ -74,16 +87,22 @@ class DetectionPost:
         class_agnostic_nms: Also suppress overlapping boxes of different labels.
         max_detections: Keep at most this many boxes per image and control, best first.
         label_thresholds: Per-label score thresholds (learning calibrates them); a box below its label's is dropped.
+        negative_iou: Overlap with a negative prompt's box above which a label's box is dropped.
+        fusion_iou: With an ensemble (``models``): overlap above which members' boxes of one label are one object.
     """
 
     nms_threshold: float = 0.5
     class_agnostic_nms: bool = False
     max_detections: int = 100
     label_thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
+    negative_iou: float = 0.5
+    fusion_iou: float = 0.55
 
     def __post_init__(self) -> None:
         _in_range("nms_threshold", self.nms_threshold, 0.0, 1.0)
         _in_range("max_detections", self.max_detections, 1, 100_000)
+        _in_range("negative_iou", self.negative_iou, 0.0, 1.0)
+        _in_range("fusion_iou", self.fusion_iou, 0.0, 1.0)
         for label, threshold in self.label_thresholds.items():
             _in_range(f"label_thresholds.{label}", threshold, 0.0, 1.0)
 
@@ -164,6 +183,10 @@ class TargetPlan:
         queries: Few-shot query embeddings learned from annotations, sent after the examples.
         head: A learned classification head (``backend.learning.overlay.LearnedHead``): the adapter of ``spec``
             embeds the images and the head scores them, instead of the zero-shot prompts.
+        negatives: Where the negative prompts sit among ``prompts`` and what each vetoes.
+        members: An ensemble's detectors (``spec`` and ``params`` are then its first member's).
+        verify: Crop verification of the boxes.
+        tiling: Tiled inference for large images.
     """
 
     target: Target
@@ -176,6 +199,16 @@ class TargetPlan:
     detector: TargetPlan | None = None
     queries: tuple[QueryEmbedding, ...] = ()
     head: Any = None
+    negatives: Negatives | None = None
+    members: tuple[Member, ...] = ()
+    verify: Verification | None = None
+    tiling: Tiling | None = None
+
+    def model_specs(self) -> list[ModelSpec]:
+        """The models this target's batch predictions call: its own (or its members'), its verifier, its detector's."""
+        own = [m.plan.spec for m in self.members] or [self.spec]
+        verifier = [self.verify.plan.spec] if self.verify else []
+        return [*own, *verifier, *(self.detector.model_specs() if self.detector else [])]
 
 
 @dataclass(frozen=True)
@@ -207,8 +240,7 @@ class Plan:
 
     def batch_specs(self) -> list[ModelSpec]:
         """The models batch predictions need (segmentation detectors included), each once."""
-        specs = [t.spec for t in self.targets] + [t.detector.spec for t in self.targets if t.detector]
-        return list(dict.fromkeys(specs))
+        return list(dict.fromkeys(spec for t in self.targets for spec in t.model_specs()))
 
     def specs(self) -> list[ModelSpec]:
         """Every model of the plan, interactive segmenters included, each once."""
@@ -332,7 +364,6 @@ def _plan_target(
     ``own_section=False`` plans a helper model (the detector of a segmentation control): it follows the
     section without the control's overrides.
     """
-    task = SECTION_TASKS[section]
     where = f"settings of control {target.control!r} ({target.control_type}, {section})"
     env_layer = dict(defaults.get(section, {}))
     attr_layer = {
@@ -344,6 +375,24 @@ def _plan_target(
     for key in LABEL_MAPS:
         project_layer.pop(key, None)
     merged = {"device": device, "dtype": dtype, **env_layer, **attr_layer, **project_layer}
+    if SECTION_TASKS[section] is not Task.DETECTION:
+        return _resolve(target, section, merged, set(project_layer), where, project)
+    refine = {key: merged.pop(key) for key in _REFINE_KEYS if key in merged}
+    if refine.get("models") is not None:
+        plan = _ensemble(target, refine["models"], merged, set(project_layer) - set(_REFINE_KEYS), where, project)
+    else:
+        plan = _resolve(target, section, merged, set(project_layer) - set(_REFINE_KEYS), where, project)
+    tiling = _tiling(refine.get("tiling"), where)
+    verify = _verification(target, refine["verify"], merged, where, project) if refine.get("verify") else None
+    return dataclasses.replace(plan, tiling=tiling, verify=verify)
+
+
+def _resolve(
+    target: Target, section: str, merged: dict[str, Any], given: set[str], where: str, project: Mapping[str, Any]
+) -> TargetPlan:
+    """One model's plan from its merged settings; a key in ``given`` (the user's) must be a knob it knows."""
+    task = SECTION_TASKS[section]
+    merged = dict(merged)
     for key in _LOAD_KEYS:
         if key in merged and (not isinstance(merged[key], str) or not merged[key].strip()):
             raise ProjectSettingsError(f'{where}: {key} must be a non-empty string like "owlv2", got {merged[key]!r}')
@@ -372,11 +421,11 @@ def _plan_target(
     post_keys = {f.name for f in dataclasses.fields(post_cls)}
     known = post_keys | {f.name for f in dataclasses.fields(adapter.Params)}
     # Server defaults and control attributes may carry knobs of another model: they apply where they fit.
-    knobs = {k: v for k, v in merged.items() if k in known or k in project_layer}
+    knobs = {k: v for k, v in merged.items() if k in known or k in given}
     unknown = sorted(set(knobs) - known)
     if unknown:
-        maps = {"prompts", "examples"} if section == "detection" else {"prompts"}
-        accepted = ", ".join(sorted(known | set(_LOAD_KEYS) | (maps if own_section else set())))
+        maps = set(LABEL_MAPS) | set(_REFINE_KEYS) if task is Task.DETECTION else {"prompts"}
+        accepted = ", ".join(sorted(known | set(_LOAD_KEYS) | maps))
         raise ProjectSettingsError(f"{where}: unknown setting {unknown[0]!r} for {model}; known: {accepted}")
     try:
         post = make_params(post_cls, {k: v for k, v in knobs.items() if k in post_keys}, owner=section)
@@ -384,12 +433,100 @@ def _plan_target(
     except SettingsError as exc:
         raise ProjectSettingsError(f"{where}: {exc}") from None
     prompts, prompt_labels = prompts_for(target, project)
+    negatives = None
+    if task is Task.DETECTION:
+        texts, scopes = negatives_for(target, project)
+        if texts:
+            negatives = Negatives(len(prompts), scopes, post.negative_iou)
+            prompts, prompt_labels = (*prompts, *texts), (*prompt_labels, *(-1 for _ in texts))
     examples = examples_for(target, project) if task is Task.DETECTION else ()
     if examples and not adapter.accepts_examples:
         takers = ", ".join(n for n in available_adapters() if "." not in n and resolve_adapter(n)[0].accepts_examples)
         raise ProjectSettingsError(f"{where}: model {model!r} does not take example boxes; models that do: {takers}")
     labels = prompt_labels + tuple(e.label for e in examples)
-    return TargetPlan(target, spec, params, post, prompts, labels, examples)
+    return TargetPlan(target, spec, params, post, prompts, labels, examples, negatives=negatives)
+
+
+def _ensemble(
+    target: Target, raw: Any, merged: dict[str, Any], given: set[str], where: str, project: Mapping[str, Any]
+) -> TargetPlan:
+    """``detection.models``: each member is the section's settings overridden by its own entry, plus a weight.
+
+    The section's knobs apply to each member that has them; the ensemble's own post-processing (thresholds per
+    label, NMS, the cap, ``fusion_iou``) applies to the fused boxes.
+    """
+    like = '[{"model": "grounding_dino"}, {"model": "owlv2", "weight": 2, "score_threshold": 0.2}]'
+    if not isinstance(raw, list) or not raw or not all(isinstance(m, dict) for m in raw):
+        raise ProjectSettingsError(f"{where}: models must be a list of detectors like {like}, got {raw!r}")
+    base = {k: v for k, v in merged.items() if k not in ("model", "model_id")}
+    members = []
+    for i, entry in enumerate(raw):
+        entry = dict(entry)
+        weight = entry.pop("weight", 1.0)
+        at = f"{where}, models[{i}]"
+        if not isinstance(weight, int | float) or isinstance(weight, bool) or not 0 < weight <= 100:
+            raise ProjectSettingsError(f"{at}: weight must be a number above 0 and at most 100, got {weight!r}")
+        if not isinstance(entry.get("model"), str):
+            raise ProjectSettingsError(f"{at}: each member names its model, like {like}")
+        nested = sorted(set(entry) & {*_REFINE_KEYS, *LABEL_MAPS})
+        if nested:
+            raise ProjectSettingsError(f"{at}: {nested[0]!r} belongs to the detection section, not to a member")
+        members.append(Member(_resolve(target, "detection", {**base, **entry}, set(entry), at, project), float(weight)))
+    post_keys = {f.name for f in dataclasses.fields(DetectionPost)}
+    knobs = post_keys | {f.name for m in members for f in dataclasses.fields(type(m.plan.params))}
+    unknown = sorted(given - knobs - set(_LOAD_KEYS))
+    if unknown:
+        raise ProjectSettingsError(f"{where}: unknown setting {unknown[0]!r} for any member of the ensemble")
+    try:
+        post = make_params(DetectionPost, {k: v for k, v in merged.items() if k in post_keys}, owner="detection")
+    except SettingsError as exc:
+        raise ProjectSettingsError(f"{where}: {exc}") from None
+    return dataclasses.replace(members[0].plan, post=post, members=tuple(members))
+
+
+def _tiling(raw: Any, where: str) -> Tiling | None:
+    """``detection.tiling``: ``"auto"`` (tiles of 1024 px, images above 2048 px), true, an object, or off."""
+    if raw is None or raw is False:
+        return None
+    if raw == "auto":
+        return Tiling(above=AUTO_ABOVE)
+    if raw is True:
+        return Tiling()
+    if not isinstance(raw, dict):
+        raise ProjectSettingsError(
+            f'{where}: tiling must be "auto", true, false or like {{"tile": 1024, "overlap": 0.2}}'
+        )
+    try:
+        return make_params(Tiling, raw, owner="tiling")
+    except SettingsError as exc:
+        raise ProjectSettingsError(f"{where}: {exc}") from None
+
+
+def _verification(
+    target: Target, raw: Any, merged: dict[str, Any], where: str, project: Mapping[str, Any]
+) -> Verification:
+    """``detection.verify``: a classifier section plus ``margin``, ``action`` and ``background`` prompts."""
+    where = f"{where}, verify"
+    if not isinstance(raw, dict):
+        raise ProjectSettingsError(f'{where}: verify must be an object like {{"model": "siglip2", "action": "drop"}}')
+    section = dict(raw)
+    margin = section.pop("margin", 0.1)
+    action = section.pop("action", "drop")
+    background = section.pop("background", ["background"])
+    if not isinstance(margin, int | float) or isinstance(margin, bool) or not 0 <= margin <= 1:
+        raise ProjectSettingsError(f"{where}: margin must be a number between 0 and 1, got {margin!r}")
+    if action not in ("drop", "relabel"):
+        raise ProjectSettingsError(f'{where}: action must be "drop" or "relabel", got {action!r}')
+    if not isinstance(background, list) or not background or not all(isinstance(b, str) and b for b in background):
+        raise ProjectSettingsError(f'{where}: background must be a list of prompts like ["background"]')
+    placement = {"device": merged["device"], "dtype": merged["dtype"]}
+    classifier = _resolve(target, "classification", {**placement, **section}, set(section), where, project)
+    classifier = dataclasses.replace(
+        classifier,
+        prompts=(*classifier.prompts, *background),
+        prompt_labels=(*classifier.prompt_labels, *(len(target.labels) for _ in background)),
+    )
+    return Verification(classifier, float(margin), action)
 
 
 def check_server_defaults(defaults: Mapping[str, Any]) -> None:
@@ -403,6 +540,9 @@ def check_server_defaults(defaults: Mapping[str, Any]) -> None:
         section = dict(defaults.get(key, {}))
         name = section.pop("model", model)
         where = f"PRELABEL_DEFAULTS.{key}"
+        refine = {k: section.pop(k) for k in _REFINE_KEYS if k in section} if key == "detection" else {}
+        if refine:  # a one-box project checks the stages, members and verifier the way a project's plan would
+            _build_plan(_PROBE_CONFIG, "{}", _canonical(defaults), "auto", "auto")
         try:
             adapter, default_id = resolve_adapter(name)
             _check_placement(
@@ -439,7 +579,7 @@ def _model_version(plans: list[TargetPlan]) -> str:
     described = [_describe(p) for p in plans]
     if not described:
         return "prelabel-none"
-    adapters = {p.spec.adapter for p in plans} | {p.detector.spec.adapter for p in plans if p.detector}
+    adapters = {spec.adapter for p in plans for spec in p.model_specs()}
     digest = hashlib.sha256(_canonical(described).encode()).hexdigest()[:10]
     return f"{'+'.join(sorted(adapters))}-{digest}"
 
@@ -459,6 +599,12 @@ def _describe(plan: TargetPlan) -> dict[str, Any]:
         "examples": [dataclasses.asdict(e) for e in plan.examples],
         "labels": plan.target.labels,
         "detector": _describe(plan.detector) if plan.detector else None,
+        "negatives": dataclasses.asdict(plan.negatives) if plan.negatives else None,
+        "members": [{"weight": m.weight, **_describe(m.plan)} for m in plan.members],
+        "verify": {"margin": plan.verify.margin, "action": plan.verify.action, **_describe(plan.verify.plan)}
+        if plan.verify
+        else None,
+        "tiling": dataclasses.asdict(plan.tiling) if plan.tiling else None,
     }
 
 

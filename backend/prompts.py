@@ -1,7 +1,8 @@
 """Labels -> what the model is asked: text prompts and example boxes, from the config and the settings.
 
 Prompts per label: ``extra_params`` (the control's ``prompts``, then the project's) > the label's
-``predicted_values`` > the label value itself. Example boxes (few-shot) come from ``examples`` the same way.
+``predicted_values`` > the label value itself. Example boxes (few-shot) come from ``examples`` the same way, and
+negative prompts (things a label's boxes must not be) from ``negatives``, where ``"*"`` names every label.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import Any
 from backend.errors import ProjectSettingsError
 from backend.label_config import Target
 
-__all__ = ["LABEL_MAPS", "ExampleRef", "check_label_maps", "examples_for", "prompts_for"]
+__all__ = ["ANY_LABEL", "LABEL_MAPS", "ExampleRef", "check_label_maps", "examples_for", "negatives_for", "prompts_for"]
 
-LABEL_MAPS = ("prompts", "examples")  # label -> value mappings, at the top level and per control
+LABEL_MAPS = ("prompts", "examples", "negatives")  # label -> value mappings, at the top level and per control
+ANY_LABEL = "*"  # in ``negatives``: applies to every label of the control
 
 
 @dataclass(frozen=True)
@@ -52,13 +54,29 @@ def prompts_for(target: Target, project: Mapping[str, Any]) -> tuple[tuple[str, 
     return tuple(prompts), tuple(owners)
 
 
-def _prompt_list(value: Any, label: str) -> tuple[str, ...]:
+def negatives_for(target: Target, project: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...]]:
+    """Negative prompts and, for each, the label indices whose boxes it vetoes (every label for ``"*"``).
+
+    A text named for several labels is asked once and vetoes all of them.
+    """
+    scopes: dict[str, set[int]] = {}
+    for label, value in _label_map(target, project, "negatives").items():
+        if label != ANY_LABEL and label not in target.labels:
+            continue
+        owners = range(len(target.labels)) if label == ANY_LABEL else (target.labels.index(label),)
+        for text in _prompt_list(value, label, "negatives"):
+            scopes.setdefault(text, set()).update(owners)
+    return tuple(scopes), tuple(tuple(sorted(s)) for s in scopes.values())
+
+
+def _prompt_list(value: Any, label: str, key: str = "prompts") -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
-        raise ProjectSettingsError(f'prompts.{label} must be a list of strings like ["car", "truck"], got {value!r}')
+        like = '["car", "truck"]' if key == "prompts" else '["toy car", "car poster"]'
+        raise ProjectSettingsError(f"{key}.{label} must be a list of strings like {like}, got {value!r}")
     texts = tuple(v.strip() for v in items if v.strip())
     if not texts:
-        raise ProjectSettingsError(f"prompts.{label} must name at least one prompt")
+        raise ProjectSettingsError(f"{key}.{label} must name at least one prompt")
     return texts
 
 
@@ -105,5 +123,5 @@ def check_label_maps(project: Mapping[str, Any], targets: tuple[Target, ...]) ->
         if not isinstance(mapping, dict):
             raise ProjectSettingsError(f"{where} must map label -> values, got {mapping!r}")
         for label in mapping:
-            if label not in labels:
+            if label not in labels and not (where.endswith("negatives") and label == ANY_LABEL):
                 raise ProjectSettingsError(f"{where}: {label!r} is not a label in the config; labels: {sorted(labels)}")

@@ -2,7 +2,8 @@
 
 The flow is one-way: fetch each task's images (in parallel, one chunk ahead of the models, decoded no larger than
 the models need), send them to each target's model in batches of the adapter's ``max_batch_size``, map the answers
-back to the original image, turn them into regions, and assemble one entry per task.
+back to the original image, turn them into regions, and assemble one entry per task. Detection targets pass through
+the stages their settings name (tiles, ensemble fusion, crop verification: ``backend.refine``) on the way.
 
 A task that could not be predicted (its image failed, its batch failed, or the request ran out of time or lost its
 client) is answered with an empty list: zero predictions, which Label Studio stores nothing for, so the next
@@ -12,6 +13,7 @@ never retried. The reasons are returned for the log and the status page.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -28,7 +30,7 @@ import supervision as sv
 
 from backend import metrics
 from backend.classification import choice_regions
-from backend.detection import detection_regions, finish_detections
+from backend.detection import detection_regions, labelled, settled, suppressed
 from backend.encode import task_score
 from backend.errors import BadRequest, CredentialsRefused, MediaError
 from backend.ls_client import LabelStudioClient
@@ -36,6 +38,9 @@ from backend.media import FetchedImage, MediaFetcher, ScaleRule
 from backend.models import ModelPool
 from backend.plan import Plan, TargetPlan
 from backend.prompts import ExampleRef
+from backend.refine.fusion import Member, weighted_boxes_fusion
+from backend.refine.tiling import Tiling, merge_tiles, windows
+from backend.refine.verify import class_shares, crops, verdicts
 from backend.segmentation import finish_masks, mask_regions
 from model_adapters.base import Adapter, ExamplePrompt, Query, Task
 from model_adapters.segmentation import Click, MaskPrompt
@@ -169,16 +174,25 @@ class Runner:
         return outcome
 
     def _scale_rules(self, plan: Plan) -> dict[str, ScaleRule | None]:
-        """Per image key, how far its image may be shrunk: the least any model reading it shrinks it by itself."""
-        readers: dict[str, list[Any]] = {}
+        """Per image key, how far its image may be shrunk: the least any model reading it shrinks it by itself.
+
+        Tiles and crops need the original pixels: an image a target tiles, or whose boxes it verifies, is read
+        unshrunk.
+        """
+        readers: dict[str, list[ScaleRule | None]] = {}
         for target in plan.targets:
-            specs = [target.spec] + ([target.detector.spec] if target.detector else [])
-            readers.setdefault(target.target.value_key, []).extend(self.pool.get(s, self.model_wait) for s in specs)
-        rules: dict[str, ScaleRule | None] = {}
-        for key, adapters in readers.items():
-            resize = [a.resize_rule for a in adapters]
-            rules[key] = None if None in resize else (lambda w, h, rs=resize: max(r.scale(w, h) for r in rs))
-        return rules
+            scorer = target.detector or target
+            resize = [self.pool.get(s, self.model_wait).resize_rule for s in target.model_specs()]
+            rule: ScaleRule | None = None
+            if None not in resize and scorer.verify is None:
+                rule = lambda w, h, rs=resize: max(r.scale(w, h) for r in rs)  # noqa: E731
+                if scorer.tiling is not None:
+                    rule = lambda w, h, t=scorer.tiling, r=rule: 1.0 if t.applies(w, h) else r(w, h)  # noqa: E731
+            readers.setdefault(target.target.value_key, []).append(rule)
+        return {
+            key: None if None in rules else (lambda w, h, rs=rules: max(r(w, h) for r in rs))
+            for key, rules in readers.items()
+        }
 
     def interactive(
         self, tasks: Sequence[Any], context: dict[str, Any], plan: Plan, ls: LabelStudioClient | None
@@ -323,53 +337,155 @@ class Runner:
         chunk: list[_TaskState],
         images: dict[tuple[int, str], FetchedImage],
         ls: LabelStudioClient | None,
-        shared: dict[Any, dict[int, sv.Detections]],
+        shared: dict[Any, Any],
     ) -> None:
         """Regions of one control for a chunk of tasks."""
         key = target.target.value_key
         ready = [(s, images[(s.index, key)]) for s in chunk if (s.index, key) in images]
         if target.detector is not None:  # a promptable segmenter: boxes from the detector, then masks
-            boxes = self._answers(target.detector, ready, ls, shared)
+            boxes = self._detect(target.detector, ready, ls, shared)
             for state, image in ready:
                 if state.index in boxes:
-                    found = finish_detections(boxes[state.index], target.detector, image.size_wh)
-                    self._segment_boxes(target, state, image, found)
+                    self._segment_boxes(target, state, image, boxes[state.index])
+            return
+        if target.target.task is Task.DETECTION:
+            boxes = self._detect(target, ready, ls, shared)
+            for state, image in ready:
+                if state.index in boxes:
+                    state.regions.extend(detection_regions(boxes[state.index], target, image.size_wh))
             return
         answers = self._answers(target, ready, ls, shared)
-        for state, image in ready:
-            answer = answers.get(state.index)
+        for (state, image), answer in zip(ready, answers, strict=True):
             if answer is None:
                 continue
-            if target.target.task is Task.DETECTION:
-                state.regions.extend(detection_regions(answer, target, image.size_wh))
-            elif target.target.task is Task.CLASSIFICATION:
+            if target.target.task is Task.CLASSIFICATION:
                 state.regions.extend(choice_regions(answer, target))
             else:
                 masks = finish_masks(answer, target, prompt_ids=True)
                 state.regions.extend(mask_regions(masks, target.target, target.post, image.size_wh))
+
+    def _detect(
+        self,
+        target: TargetPlan,
+        ready: list[tuple[_TaskState, FetchedImage]],
+        ls: LabelStudioClient | None,
+        shared: dict[Any, Any],
+    ) -> dict[int, sv.Detections]:
+        """A detection target's final boxes per task, through the stages its settings name (``backend.refine``).
+
+        Each detector (the target's, or each member of its ensemble) answers the whole image or its tiles; the
+        answers are labelled (negatives applied) and merged across tiles; an ensemble's members are fused; crops
+        are verified; then thresholds, NMS and the cap apply to the final scores.
+        """
+        members = target.members or (Member(target),)
+        found: list[dict[int, sv.Detections]] = []
+        for member in members:
+            boxes = self._boxes(member.plan, target.tiling, ready, ls, shared)
+            if target.members:
+                boxes = {index: suppressed(b, member.plan.post) for index, b in boxes.items()}
+            found.append(boxes)
+        out: dict[int, sv.Detections] = {}
+        for state, image in ready:
+            if not all(state.index in boxes for boxes in found):
+                continue
+            answer = found[0][state.index]
+            if target.members:
+                answer = weighted_boxes_fusion(
+                    [boxes[state.index] for boxes in found], [m.weight for m in members], target.post.fusion_iou
+                )
+            if target.verify is not None:
+                answer = self._verified(target, state, image, answer)
+                if answer is None:
+                    continue
+            out[state.index] = settled(answer, target)
+        return out
+
+    def _boxes(
+        self,
+        plan: TargetPlan,
+        tiling: Tiling | None,
+        ready: list[tuple[_TaskState, FetchedImage]],
+        ls: LabelStudioClient | None,
+        shared: dict[Any, Any],
+    ) -> dict[int, sv.Detections]:
+        """One detector's labelled boxes per task: on the whole image, or on its tiles (and the whole) merged."""
+        views: list[tuple[_TaskState, FetchedImage]] = []
+        corners: list[tuple[float, float]] = []
+        for state, image in ready:
+            width, height = image.pixels.shape[1], image.pixels.shape[0]
+            if tiling is None or not tiling.applies(*image.size_wh):
+                views.append((state, image))
+                corners.append((0.0, 0.0))
+                continue
+            sx, sy = image.scale_xy
+            if tiling.whole:
+                views.append((state, image))
+                corners.append((0.0, 0.0))
+            for x0, y0, x1, y1 in windows(width, height, _in_pixels(tiling, image)):
+                tile = FetchedImage(image.pixels[y0:y1, x0:x1], (round((x1 - x0) * sx), round((y1 - y0) * sy)))
+                views.append((state, tile))
+                corners.append((x0 * sx, y0 * sy))
+        answers = self._answers(plan, views, ls, shared, tiling)
+        parts: dict[int, list[tuple[tuple[float, float], sv.Detections]]] = {}
+        failed = {state.index for (state, _), answer in zip(views, answers, strict=True) if answer is None}
+        sizes = {state.index: image.size_wh for state, image in ready}
+        for (state, _), corner, answer in zip(views, corners, answers, strict=True):
+            if state.index not in failed:
+                parts.setdefault(state.index, []).append((corner, labelled(answer, plan, sizes[state.index])))
+        return {  # an image that was not tiled answers exactly as without tiling
+            index: merge_tiles(found, tiling.merge_ios) if len(found) > 1 else found[0][1]
+            for index, found in parts.items()
+        }
+
+    def _verified(
+        self, target: TargetPlan, state: _TaskState, image: FetchedImage, found: sv.Detections
+    ) -> sv.Detections | None:
+        """Crop verification of one image's boxes (``None``: the classifier failed; the task records why)."""
+        verify = target.verify
+        if len(found) == 0:
+            return found
+        classifier = verify.plan
+        pieces = crops(image.pixels, found.xyxy, image.scale_xy, verify.margin)
+        size = self.pool.get(classifier.spec, self.model_wait).max_batch_size
+        query = Query(classifier.prompts, classifier.params)
+        try:
+            rows = [
+                row
+                for start in range(0, len(pieces), size)
+                for row in self.pool.run(classifier.spec, pieces[start : start + size], query)
+            ]
+        except Exception as exc:
+            self._failed(classifier.spec.adapter, [state], exc)
+            return None
+        classes = len(target.target.labels) + 1
+        shares = np.stack([class_shares(row, classifier.prompt_labels, classes) for row in rows])
+        return verdicts(found, shares, target.target.labels, verify.action)
 
     def _answers(
         self,
         target: TargetPlan,
         ready: list[tuple[_TaskState, FetchedImage]],
         ls: LabelStudioClient | None,
-        shared: dict[Any, dict[int, sv.Detections]],
-    ) -> dict[int, sv.Detections]:
-        """The model's answer per task, in batches, in original-image pixels.
+        shared: dict[Any, Any],
+        tiling: Tiling | None = None,
+    ) -> list[sv.Detections | None]:
+        """The model's answer per image of ``ready``, in batches, in original-image pixels (``None``: none).
 
         Targets asking the same question share one pass. A failed batch (or example image) is recorded on its tasks,
         which get no answer.
         """
         queries = tuple(q.key for q in target.queries)
         key = (target.spec, repr(target.params), target.prompts, target.examples, queries, target.head,
-               target.target.value_key)  # fmt: skip
+               target.target.value_key, tiling)  # fmt: skip
         if key in shared:
             return shared[key]
-        answers: dict[int, sv.Detections] = shared.setdefault(key, {})
+        answers: list[sv.Detections | None] = [None] * len(ready)
+        shared[key] = answers
         adapter = self.pool.get(target.spec, self.model_wait)
         if target.head is None and not adapter.zero_shot:
             for state, _ in ready:
-                state.skipped.append(target.target.control)
+                if target.target.control not in state.skipped:
+                    state.skipped.append(target.target.control)
             return answers
         try:
             examples = tuple(self._example_prompt(example, ls) for example in target.examples)
@@ -379,17 +495,17 @@ class Runner:
                 state.errors.append(f"example image of control {target.target.control!r}: {exc}")
             return answers
         query = Query((*target.prompts, *examples, *target.queries), target.params)
-        for batch in _batches(ready, adapter):
-            pixels = [image.pixels for _, image in batch]
+        for batch in _batches([image.pixels.shape for _, image in ready], adapter):
+            pixels = [ready[i][1].pixels for i in batch]
             try:
                 results = (
                     self.pool.run(target.spec, pixels, query) if target.head is None else self._head(target, pixels)
                 )
             except Exception as exc:
-                self._failed(target.spec.adapter, [state for state, _ in batch], exc)
+                self._failed(target.spec.adapter, list({ready[i][0].index: ready[i][0] for i in batch}.values()), exc)
                 continue
-            for (state, image), answer in zip(batch, results, strict=True):
-                answers[state.index] = _to_original(answer, image)
+            for i, answer in zip(batch, results, strict=True):
+                answers[i] = _to_original(answer, ready[i][1])
         return answers
 
     def _head(self, target: TargetPlan, pixels: list[np.ndarray]) -> list[sv.Detections]:
@@ -463,19 +579,23 @@ def _to_original(answer: sv.Detections, image: FetchedImage) -> sv.Detections:
     )
 
 
-def _batches(
-    ready: list[tuple[_TaskState, FetchedImage]], adapter: Adapter
-) -> Iterator[list[tuple[_TaskState, FetchedImage]]]:
-    """Batches of at most ``max_batch_size`` images sharing the adapter's ``batch_key``, in order of first sight.
+def _batches(shapes: list[tuple[int, ...]], adapter: Adapter) -> Iterator[list[int]]:
+    """Positions of the images in batches of at most ``max_batch_size`` sharing the adapter's ``batch_key``.
 
     Only images with equal keys answer in a batch as they would alone (e.g. no padding to another image's size).
     """
-    groups: dict[Hashable, list[tuple[_TaskState, FetchedImage]]] = {}
-    for item in ready:
-        groups.setdefault(adapter.batch_key(item[1].pixels.shape), []).append(item)
+    groups: dict[Hashable, list[int]] = {}
+    for i, shape in enumerate(shapes):
+        groups.setdefault(adapter.batch_key(shape), []).append(i)
     for group in groups.values():
         for start in range(0, len(group), adapter.max_batch_size):
             yield group[start : start + adapter.max_batch_size]
+
+
+def _in_pixels(tiling: Tiling, image: FetchedImage) -> Tiling:
+    """The tiling in the coordinates of ``image.pixels`` (smaller than the original when it was shrunk)."""
+    scale = max(image.scale_xy)
+    return tiling if scale == 1.0 else dataclasses.replace(tiling, tile=max(64, round(tiling.tile / scale)))
 
 
 @dataclass(frozen=True)

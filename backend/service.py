@@ -17,10 +17,11 @@ from typing import Any
 from backend.errors import BadRequest
 from backend.learning.learner import Learner, Services
 from backend.learning.settings import learning_settings
-from backend.ls_client import LabelStudioClient
+from backend.ls_client import LabelStudioAPIError, LabelStudioClient
 from backend.media import MediaFetcher
 from backend.models import ModelPool
 from backend.plan import Plan, build_plan, check_server_defaults, parse_extra_params
+from backend.preview import first_tasks, report
 from backend.runner import Outcome, RequestBudget, Runner
 from backend.settings import ServerSettings
 from backend.store import ProjectRecord, ProjectStore
@@ -176,6 +177,40 @@ class PrelabelService:
         outcome = self.runner.predict(tasks, plan, self.label_studio(record), budget)
         self._report(outcome, project)
         return outcome.entries
+
+    def preview(
+        self, project_id: int, count: int, extra_params: Any = None, client_gone: Callable[[], bool] = lambda: False
+    ) -> dict[str, Any]:
+        """Predict a project's first ``count`` tasks without writing anything (see ``backend.preview``).
+
+        With ``extra_params``, those settings are tried instead of the project's (and are not saved); without, the
+        project's served version (its learned one, if any) answers, as Label Studio would get it.
+
+        Raises:
+            BadRequest: The project was never set up here, settings are invalid, or Label Studio cannot be read.
+        """
+        record = self.store.find(project_id)
+        if record is None:
+            raise BadRequest(
+                f"project {project_id} is not connected to this backend yet: add the backend in the project's "
+                "Settings > Model first"
+            )
+        ls = self.label_studio(record)
+        if ls is None:
+            raise BadRequest(
+                "preview reads the project's tasks from Label Studio: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY"
+            )
+        trial = extra_params is not None
+        plan = self.plan(record.label_config, parse_extra_params(extra_params) if trial else record.extra_params)
+        if not trial:
+            plan = self.learner.serve(record, plan)
+        self.preload(plan, urgent=True)
+        try:
+            tasks = first_tasks(ls, project_id, count)
+        except LabelStudioAPIError as exc:
+            raise BadRequest(f"could not read project {project_id}'s tasks: {exc}") from None
+        outcome = self.runner.predict(tasks, plan, ls, RequestBudget(self.settings.predict_budget, client_gone))
+        return report(tasks, outcome, plan.model_version)
 
     def _report(self, outcome: Outcome, project: str | None) -> None:
         """Log and record (for the status page) the tasks a request could not predict, and why."""

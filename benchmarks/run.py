@@ -16,6 +16,7 @@ ROWS = {
     "P5": "p5_rle",
     "L1": "l1_learning_curve",
     "L2": "l2_fit_speed",
+    "R1": "r1_refine",
 }
 
 

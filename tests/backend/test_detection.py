@@ -64,7 +64,7 @@ def test_class_agnostic_nms_and_max_detections() -> None:
 
 def test_regions_validate_against_label_studio() -> None:
     det = make_detections([[10, 10, 50, 50], [0, 0, 640, 480]], [0.9, 0.5], [0, 2])
-    regions = detection_regions(det, target(), (640, 480))
+    regions = detection_regions(finish_detections(det, target(), (640, 480)), target(), (640, 480))
     prediction = {"result": regions, "score": task_score(regions), "model_version": "v"}
     assert LabelInterface(RECT_CONFIG).validate_prediction(prediction)
     assert {r["value"]["rectanglelabels"][0] for r in regions} == {"Cat", "Remote"}
