@@ -1,4 +1,8 @@
-"""``prelabel`` command: ``serve`` runs the backend under gunicorn; ``adapters`` lists the models."""
+"""``prelabel`` command: ``serve`` runs the backend; ``adapters`` lists the models; ``preview`` asks a server for scores.
+
+``preview`` predicts a project's first tasks on a running server (nothing written) and prints each label's score
+distribution, to tune thresholds before a bulk run.
+"""
 
 from __future__ import annotations
 
@@ -30,13 +34,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve.add_argument("--timeout", type=int, default=int(os.environ.get("GUNICORN_TIMEOUT", "300")))
     commands.add_parser("adapters", help="list the model names usable in extra_params")
+    preview = commands.add_parser("preview", help="predict a project's first tasks on a running server, write nothing")
+    preview.add_argument("--project", type=int, required=True, help="Label Studio project id")
+    preview.add_argument("--tasks", type=int, default=5, help="how many of its first tasks (1-50)")
+    preview.add_argument(
+        "--server",
+        default=os.environ.get("PRELABEL_URL", "http://127.0.0.1:9090"),
+        help="prelabel's URL (PRELABEL_URL)",
+    )
+    preview.add_argument("--extra-params", help="trial settings instead of the project's: JSON, or @file.json")
+    preview.add_argument("--json", action="store_true", help="print the server's whole answer (regions included)")
     args = parser.parse_args(argv)
+    if args.command == "preview":
+        return _preview(args)
     if args.command == "adapters":
         from model_adapters.registry import available_adapters
 
         print("\n".join(available_adapters()))
         return 0
     return _serve(args)
+
+
+def _preview(args: argparse.Namespace) -> int:
+    import json
+
+    import requests
+
+    from backend.preview_table import preview_table
+
+    body: dict[str, Any] = {"project": args.project, "tasks": args.tasks}
+    if args.extra_params is not None:
+        text = args.extra_params
+        try:
+            if text.startswith("@"):
+                with open(text[1:], encoding="utf-8") as f:
+                    text = f.read()
+            body["extra_params"] = json.loads(text)
+        except (OSError, ValueError) as exc:
+            print(f"prelabel preview: --extra-params: {exc}", file=sys.stderr)
+            return 2
+    user, password = os.environ.get("BASIC_AUTH_USER"), os.environ.get("BASIC_AUTH_PASS")
+    try:
+        response = requests.post(
+            f"{args.server.rstrip('/')}/preview", json=body, auth=(user, password or "") if user else None, timeout=600
+        )
+        answer = response.json()
+    except (requests.RequestException, ValueError) as exc:
+        print(f"prelabel preview: no answer from {args.server}: {exc}", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        why = answer.get("error", answer) if isinstance(answer, dict) else answer
+        print(f"prelabel preview: {response.status_code}: {why}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer, indent=2) if args.json else preview_table(answer))
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
