@@ -1,4 +1,8 @@
-"""``prelabel`` command: ``serve`` runs the backend under gunicorn; ``adapters`` lists the models."""
+"""``prelabel`` command: ``serve``, ``adapters``, ``label-next``.
+
+``serve`` runs the backend under gunicorn; ``adapters`` lists the models; ``label-next`` makes a project's "Label
+next" tab in Label Studio with the server's settings (``MODEL_DIR``, ``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY``).
+"""
 
 from __future__ import annotations
 
@@ -30,7 +34,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve.add_argument("--timeout", type=int, default=int(os.environ.get("GUNICORN_TIMEOUT", "300")))
     commands.add_parser("adapters", help="list the model names usable in extra_params")
+    label_next = commands.add_parser(
+        "label-next", help="create or update a project's 'Label next' Data Manager tab (most uncertain first)"
+    )
+    label_next.add_argument("--project", type=int, required=True, help="Label Studio's project id")
     args = parser.parse_args(argv)
+    if args.command == "label-next":
+        return _label_next(args.project)
     if args.command == "adapters":
         from model_adapters.registry import available_adapters
 
@@ -90,6 +100,21 @@ def _serve(args: argparse.Namespace) -> int:
             return app
 
     _Gunicorn().run()
+    return 0
+
+
+def _label_next(pid: int) -> int:
+    import json
+
+    from backend.errors import BadRequest
+    from backend.service import PrelabelService
+    from backend.settings import ServerSettings, SettingsError
+
+    try:
+        print(json.dumps(PrelabelService(ServerSettings.from_env()).label_next(pid)))
+    except (SettingsError, BadRequest) as exc:
+        print(f"prelabel: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

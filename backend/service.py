@@ -223,14 +223,14 @@ class PrelabelService:
             raise BadRequest(f"could not create the Label next tab of project {pid}: {exc}") from None
 
     def _project_api(self, pid: int) -> LabelStudioClient:
-        """Label Studio's API for a project set up here (its URL and credentials), or a ``BadRequest`` saying why not."""
+        """Label Studio's API for a project (``LABEL_STUDIO_URL``, else what its ``/setup`` said), or why not."""
         record = self.store.find(pid)
-        if record is None:
-            raise BadRequest(
-                f"project {pid} is not connected to this backend yet: add the backend in the project's "
-                "Settings > Model first"
-            )
         ls = self.label_studio(record)
+        if ls is None and record is None:
+            raise BadRequest(
+                f"project {pid} is not connected to this backend yet (add the backend in the project's Settings > "
+                "Model), and LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY are not set"
+            )
         if ls is None:
             raise BadRequest("this needs Label Studio's API: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
         return ls
