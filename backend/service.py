@@ -25,7 +25,7 @@ from backend.plan import Plan, build_plan, check_server_defaults, parse_extra_pa
 from backend.preview import first_tasks, report
 from backend.ranking.settings import ranking_settings
 from backend.ranking.strategies import agreement, boosted, label_counts
-from backend.ranking.tabs import ensure_tab, label_next_tab
+from backend.ranking.tabs import ensure_tab, label_next_tab, score_source
 from backend.runner import Outcome, RequestBudget, Runner
 from backend.settings import ServerSettings
 from backend.store import ProjectRecord, ProjectStore, project_id
@@ -213,12 +213,16 @@ class PrelabelService:
     def label_next(self, pid: int) -> dict[str, Any]:
         """Create or update the project's "Label next" Data Manager tab (``backend.ranking.tabs``); idempotent.
 
+        The project's prediction scores are pointed at the backend's current version (``score_source``), so the tab's
+        ordering has scores to sort by.
+
         Raises:
             BadRequest: The project is not set up here, Label Studio's URL is unknown, or its API refused.
         """
         ls = self._project_api(pid)
         try:
-            return ensure_tab(ls, pid, label_next_tab())
+            made = ensure_tab(ls, pid, label_next_tab())
+            return {**made, "scores_from": score_source(ls, pid, self.store.versions(str(pid)))}
         except LabelStudioAPIError as exc:
             raise BadRequest(f"could not create the Label next tab of project {pid}: {exc}") from None
 
