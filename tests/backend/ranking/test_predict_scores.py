@@ -79,3 +79,17 @@ def test_the_default_ranking_keeps_the_model_version_and_others_change_it(tmp_pa
     refused = client.post("/setup", json={"project": "1.1", "schema": CONFIG,
                                           "extra_params": {"active_learning": {"strategy": "random"}}})  # fmt: skip
     assert refused.status_code == 400 and "active_learning.strategy" in refused.json["error"]
+
+
+def test_label_next_says_why_it_cannot_make_the_tab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    _, client = client_for(tmp_path)
+    assert client.post("/label-next", query_string={"project": "x1"}).status_code == 400
+    answer = client.post("/label-next", query_string={"project": "9"})
+    assert answer.status_code == 400 and "project 9 is not connected" in answer.json["error"]
+    from backend.cli import main
+
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
+    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    assert main(["label-next", "--project", "9"]) == 2
+    assert "LABEL_STUDIO_URL" in capsys.readouterr().err
