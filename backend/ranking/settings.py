@@ -24,26 +24,18 @@ class RankingSettings:
         strategy: What a low score means (see ``backend.ranking.strategies``); ``confidence`` is the mean region
             score, as before this setting existed.
         rare_boost: 0 to 1: how far a task that likely holds a rarely annotated label is pulled towards 0 (first).
-        repredict: After each fit, predict this many unlabelled tasks again with the new version and post the
-            predictions to Label Studio, so the ranking follows the model (0: off).
     """
 
     strategy: Strategy = "confidence"
     rare_boost: float = 0.0
-    repredict: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rare_boost <= 1.0:
             raise SettingsError(f"active_learning.rare_boost must be between 0 and 1, got {self.rare_boost!r}")
-        if not 0 <= self.repredict <= 1000:
-            raise SettingsError(f"active_learning.repredict must be between 0 and 1000 tasks, got {self.repredict!r}")
 
     def describe(self) -> dict[str, Any] | None:
-        """What of these settings changes the stored scores (for the model version); ``None`` for the defaults.
-
-        ``repredict`` only says when predictions are made, not what they are.
-        """
-        changed = {k: v for k, v in dataclasses.asdict(self).items() if k != "repredict"}
+        """What of these settings changes the stored scores (for the model version); ``None`` for the defaults."""
+        changed = dataclasses.asdict(self)
         return None if changed == {"strategy": "confidence", "rare_boost": 0.0} else changed
 
 

@@ -1,4 +1,4 @@
-"""A project's ranking -> Data Manager tabs (views) in Label Studio, through its API; idempotent.
+"""A project's ranking -> the "Label next" Data Manager tab (a view) in Label Studio, through its API; idempotent.
 
 A tab is found by its title among the project's views (``GET /api/dm/views?project=N``) and updated in place
 (``PATCH /api/dm/views/<id>``), else created (``POST /api/dm/views``): running it again changes nothing, and a tab a
@@ -18,10 +18,9 @@ from typing import Any
 
 from backend.ls_client import LabelStudioClient
 
-__all__ = ["LABEL_NEXT", "MODEL_DISAGREES", "disagreement_tab", "ensure_tab", "label_next_tab", "score_source"]
+__all__ = ["LABEL_NEXT", "ensure_tab", "label_next_tab", "score_source"]
 
 LABEL_NEXT = "Label next: most uncertain first"
-MODEL_DISAGREES = "Model disagrees"
 
 
 def label_next_tab() -> dict[str, Any]:
@@ -34,18 +33,6 @@ def label_next_tab() -> dict[str, Any]:
             "items": [{"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}],
         },
     }
-
-
-def disagreement_tab(task_ids: Sequence[int]) -> dict[str, Any]:
-    """The given tasks (where model and annotators disagree most); Label Studio lists them by id.
-
-    Label Studio cannot sort by a measure it does not store, so the tab holds the tasks (one ``id`` filter row
-    each, any of them); the report lists them in order of disagreement. No task: a filter no task passes.
-    """
-    rows = [{"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": int(i)} for i in task_ids]
-    if not rows:
-        rows = [{"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": 0}]
-    return {"title": MODEL_DISAGREES, "ordering": ["tasks:id"], "filters": {"conjunction": "or", "items": rows}}
 
 
 def ensure_tab(ls: LabelStudioClient, project_id: int, tab: dict[str, Any]) -> dict[str, Any]:

@@ -74,7 +74,7 @@ def test_the_default_ranking_keeps_the_model_version_and_others_change_it(tmp_pa
     _, client = client_for(tmp_path)
     extra = {"prompts": PROMPTS, "detection": {"model": ColourDetector.name}}
     plain = setup(client, extra)
-    assert setup(client, {**extra, "active_learning": {"strategy": "confidence", "repredict": 5}}) == plain
+    assert setup(client, {**extra, "active_learning": {"strategy": "confidence"}}) == plain
     assert setup(client, {**extra, "active_learning": {"strategy": "margin"}}) != plain
     refused = client.post("/setup", json={"project": "1.1", "schema": CONFIG,
                                           "extra_params": {"active_learning": {"strategy": "random"}}})  # fmt: skip

@@ -116,6 +116,6 @@ def test_rare_boost_by_hand() -> None:
 def test_settings_are_checked() -> None:
     assert ranking_settings({}).strategy == "confidence"
     assert ranking_settings({"active_learning": {"strategy": "margin", "rare_boost": 1}}).rare_boost == 1.0
-    for bad in ({"strategy": "random"}, {"rare_boost": 2}, {"speed": 1}, {"repredict": -1}):
+    for bad in ({"strategy": "random"}, {"rare_boost": 2}, {"speed": 1}):
         with pytest.raises(ProjectSettingsError, match="active_learning"):
             ranking_settings({"active_learning": bad})
