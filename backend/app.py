@@ -1,6 +1,7 @@
 """Flask app speaking Label Studio's ML-backend protocol, plus a status page for people.
 
-Routes: ``/health``, ``/setup``, ``/predict``, ``/preview``, ``/webhook``, ``/versions``, ``/metrics``, and ``/``
+Routes: ``/health``, ``/setup``, ``/predict``, ``/preview``, ``/webhook``, ``/versions``, ``/label-next``,
+``/metrics``, and ``/``
 (an HTML page saying what Label Studio does not show: refused settings, tasks not predicted and why, model states).
 Each route parses the body, calls ``PrelabelService`` and renders JSON. Errors are JSON too: 400 for a request that breaks the
 protocol or carries bad settings, 401 for missing credentials, 413 for a body over ``PRELABEL_MAX_BODY_MB``, 503 when
@@ -184,6 +185,11 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
             )
         return jsonify(versions=service.versions(project))
 
+    @app.post("/label-next")
+    def label_next() -> Response:
+        # ?project=N: create or update the project's "Label next" Data Manager tab (idempotent)
+        return jsonify(service.label_next(_project_arg()))
+
     @app.get("/metrics")
     def prometheus() -> Response:
         body, content_type = metrics.render()
@@ -201,6 +207,14 @@ def _json_object() -> dict[str, Any]:
     if request.content_length is None and limit is not None and len(raw) >= limit:
         raise RequestEntityTooLarge()  # a streamed (chunked) body is cut at the limit without a word: refuse it
     return parse_json_object(raw)
+
+
+def _project_arg() -> int:
+    """Label Studio's numeric project id from ``?project=N``."""
+    pid = project_id(request.args.get("project"))
+    if pid is None or request.args.get("project", "") != str(pid):
+        raise BadRequest(f"name the project by its id, like ?project=3 (got {request.args.get('project')!r})")
+    return pid
 
 
 def _project(body: dict[str, Any]) -> str | None:

@@ -1,7 +1,9 @@
-"""``prelabel`` command: ``serve`` runs the backend; ``adapters`` lists the models; ``preview`` asks a server for scores.
+"""``prelabel`` command: ``serve``, ``adapters``, ``preview``, ``label-next``.
 
-``preview`` predicts a project's first tasks on a running server (nothing written) and prints each label's score
-distribution, to tune thresholds before a bulk run.
+``serve`` runs the backend under gunicorn; ``adapters`` lists the models; ``preview`` predicts a project's first tasks
+on a running server (nothing written) and prints each label's score distribution, to tune thresholds before a bulk run;
+``label-next`` makes a project's "Label next" tab in Label Studio with the server's settings (``MODEL_DIR``,
+``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY``).
 """
 
 from __future__ import annotations
@@ -44,9 +46,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     preview.add_argument("--extra-params", help="trial settings instead of the project's: JSON, or @file.json")
     preview.add_argument("--json", action="store_true", help="print the server's whole answer (regions included)")
+    label_next = commands.add_parser(
+        "label-next", help="create or update a project's 'Label next' Data Manager tab (most uncertain first)"
+    )
+    label_next.add_argument("--project", type=int, required=True, help="Label Studio's project id")
     args = parser.parse_args(argv)
     if args.command == "preview":
         return _preview(args)
+    if args.command == "label-next":
+        return _label_next(args.project)
     if args.command == "adapters":
         from model_adapters.registry import available_adapters
 
@@ -141,6 +149,21 @@ def _serve(args: argparse.Namespace) -> int:
             return app
 
     _Gunicorn().run()
+    return 0
+
+
+def _label_next(pid: int) -> int:
+    import json
+
+    from backend.errors import BadRequest
+    from backend.service import PrelabelService
+    from backend.settings import ServerSettings, SettingsError
+
+    try:
+        print(json.dumps(PrelabelService(ServerSettings.from_env()).label_next(pid)))
+    except (SettingsError, BadRequest) as exc:
+        print(f"prelabel: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

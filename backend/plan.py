@@ -30,6 +30,7 @@ from typing import Any, Literal
 from backend.errors import ProjectSettingsError
 from backend.label_config import Target, parse_targets
 from backend.prompts import LABEL_MAPS, ExampleRef, check_label_maps, examples_for, negatives_for, prompts_for
+from backend.ranking.settings import RankingSettings, ranking_settings
 from backend.refine.fusion import Member
 from backend.refine.negatives import Negatives
 from backend.refine.tiling import AUTO_ABOVE, Tiling
@@ -70,7 +71,8 @@ _CONTROL_ATTRS = {"model_score_threshold": "score_threshold"}
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
 _MASK_CONTROLS = ("BrushLabels", "PolygonLabels")  # preferred order for interactive answers
-_TOP_KEYS = frozenset({*SECTION_TASKS, *LABEL_MAPS, "controls", "learning"})  # "learning": backend.learning
+# "learning": backend.learning; "active_learning": backend.ranking
+_TOP_KEYS = frozenset({*SECTION_TASKS, *LABEL_MAPS, "controls", "learning", "active_learning"})
 _REFINE_KEYS = ("models", "verify", "tiling")  # detection stages of backend.refine
 _PROBE_CONFIG = (
     '<View><Image name="image" value="$image"/>'
@@ -237,6 +239,9 @@ class Plan:
     targets: tuple[TargetPlan, ...]
     model_version: str
     interactive: tuple[InteractivePlan, ...] = ()
+    ranking: RankingSettings = dataclasses.field(
+        default_factory=RankingSettings
+    )  # the score ranks by (backend.ranking)
 
     def batch_specs(self) -> list[ModelSpec]:
         """The models batch predictions need (segmentation detectors included), each once."""
@@ -326,7 +331,8 @@ def _build_plan(label_config: str, project_json: str, defaults_json: str, device
             plan = dataclasses.replace(plan, detector=detector)
         plans.append(plan)
     interactive = _plan_interactive(targets, project, defaults, device, dtype)
-    return Plan(tuple(plans), _model_version(plans), interactive)
+    ranking = ranking_settings(project)
+    return Plan(tuple(plans), _model_version(plans, ranking), interactive, ranking)
 
 
 def _plan_interactive(
@@ -570,16 +576,19 @@ def _number(raw: str, attr: str) -> float:
         raise ProjectSettingsError(f'{attr} must be a number like "0.3", got {raw!r}') from None
 
 
-def _model_version(plans: list[TargetPlan]) -> str:
+def _model_version(plans: list[TargetPlan], ranking: RankingSettings) -> str:
     """Stable across processes: adapter names plus a hash of what changes batch predictions (not the device).
 
     The interactive model is left out: its answers are never stored, so changing it must not make Label Studio
-    predict every task again.
+    predict every task again. A ranking other than the default changes the stored scores, so it is in (the default
+    is not, so versions made before ranking existed stay the same).
     """
-    described = [_describe(p) for p in plans]
+    described: list[Any] = [_describe(p) for p in plans]
     if not described:
         return "prelabel-none"
     adapters = {spec.adapter for p in plans for spec in p.model_specs()}
+    if ranking.describe() is not None:
+        described.append({"ranking": ranking.describe()})
     digest = hashlib.sha256(_canonical(described).encode()).hexdigest()[:10]
     return f"{'+'.join(sorted(adapters))}-{digest}"
 
