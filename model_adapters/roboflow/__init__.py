@@ -46,7 +46,8 @@ class RoboflowParams:
     """Per-project knobs.
 
     Attributes:
-        score_threshold: Roboflow's ``confidence``: predictions below it are not returned (0-1).
+        score_threshold: Roboflow's ``confidence`` for boxes and outlines: predictions below it are not returned
+            (0-1). Choices are thresholded by the server (the classification section's ``score_threshold``).
         overlap: Roboflow's ``overlap``: IoU above which it merges boxes of one class (0-1).
         api: ``"serverless"`` (serverless.roboflow.com), ``"legacy"`` (detect/outline/classify.roboflow.com) or
             ``"self_hosted"`` (the inference server at the server's ``ROBOFLOW_API_URL``).
@@ -118,6 +119,7 @@ class Roboflow(Adapter[RoboflowParams]):
         """Check the model id and open the HTTP session (nothing to download)."""
         parse_model_id(self.spec.model_id)
         self.session = requests.Session()
+        self.session.trust_env = False  # as every outbound request of prelabel: no proxies or .netrc from the env
         self._unmatched: set[str] = set()
 
     def preprocess(self, images: Sequence[np.ndarray], query: Query[RoboflowParams]) -> dict[str, Any]:
@@ -133,9 +135,9 @@ class Roboflow(Adapter[RoboflowParams]):
         params: RoboflowParams = batch["params"]
         endpoint = Endpoint.of(params.api, params.task, self.spec.model_id, os.environ.get(API_URL_ENV))
         key = params.api_key or os.environ.get(API_KEY_ENV, "")
-        query = {"confidence": params.score_threshold}
-        if params.task != "classification":
-            query["overlap"] = params.overlap
+        # A classifier's scores all come back (confidence 0): the server picks choices by its own thresholds.
+        query = {"confidence": 0.0} if params.task == "classification" else {
+            "confidence": params.score_threshold, "overlap": params.overlap}  # fmt: skip
 
         def call(upload: _Upload) -> tuple[dict[str, Any], tuple[int, int]]:
             answer = infer(

@@ -89,7 +89,7 @@ def test_single_label_classification_gives_one_softmax_row_per_prompt(fake: Fake
                {"class": "bird", "class_id": 2, "confidence": 0.1}]  # fmt: skip
     fake.models["pets/1"] = FakeModel("classification", lambda w, h: classes)
     (found,) = adapter("pets/1")([np.zeros((48, 64, 3), dtype=np.uint8)], query(("Dog", "cat"), "classification"))
-    assert fake.seen[0].query == {"api_key": KEY, "confidence": "0.4"}  # no overlap for a classifier
+    assert fake.seen[0].query == {"api_key": KEY, "confidence": "0.0"}  # every score back; no overlap
     np.testing.assert_allclose(found.confidence, [0.2, 0.7])
     assert found.metadata[CALIBRATION] == "softmax"
     np.testing.assert_allclose(found.xyxy, [[0, 0, 64, 48], [0, 0, 64, 48]])
