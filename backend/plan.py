@@ -36,7 +36,7 @@ from backend.refine.negatives import Negatives
 from backend.refine.tiling import AUTO_ABOVE, Tiling
 from backend.refine.verify import Verification
 from backend.request_body import MAX_DEPTH, check_json
-from model_adapters.base import ModelSpec, QueryEmbedding, SettingsError, Task, make_params
+from model_adapters.base import ModelSpec, QueryEmbedding, SettingsError, Task, make_params, public_params
 from model_adapters.registry import UnknownAdapterError, available_adapters, resolve_adapter
 
 __all__ = [
@@ -407,7 +407,7 @@ def _resolve(
         adapter, default_id = resolve_adapter(model)
     except UnknownAdapterError as exc:
         raise ProjectSettingsError(f"{where}: {exc}") from None
-    if adapter.task is not task:
+    if adapter.task is not task and task not in adapter.other_tasks:
         raise ProjectSettingsError(f"{where}: model {model!r} does {adapter.task.value}, not {task.value}")
     model_id = str(merged.pop("model_id", default_id))
     if model_id.lower().startswith(("http://", "https://")) and model_id not in adapter.variants.values():
@@ -435,7 +435,9 @@ def _resolve(
         raise ProjectSettingsError(f"{where}: unknown setting {unknown[0]!r} for {model}; known: {accepted}")
     try:
         post = make_params(post_cls, {k: v for k, v in knobs.items() if k in post_keys}, owner=section)
-        params = make_params(adapter.Params, {k: v for k, v in knobs.items() if k not in post_keys}, owner=model)
+        own = {k: v for k, v in knobs.items() if k not in post_keys}
+        params = make_params(adapter.Params, own | ({"task": task.value} if adapter.other_tasks else {}), owner=model)
+        adapter.check_settings(model_id, params)
     except SettingsError as exc:
         raise ProjectSettingsError(f"{where}: {exc}") from None
     prompts, prompt_labels = prompts_for(target, project)
@@ -601,7 +603,7 @@ def _describe(plan: TargetPlan) -> dict[str, Any]:
         "to_name": plan.target.to_name,
         "adapter": plan.spec.adapter,
         "model_id": plan.spec.model_id,
-        "params": dataclasses.asdict(plan.params),
+        "params": public_params(plan.params),
         "post": dataclasses.asdict(plan.post),
         "prompts": plan.prompts,
         "prompt_labels": plan.prompt_labels,

@@ -29,6 +29,7 @@ _FAMILY_MODULES = (
     "sam",
     "sam2",
     "sam3",
+    "roboflow",
 )
 
 _ADAPTERS: dict[str, type[Adapter]] = {}

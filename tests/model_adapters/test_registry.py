@@ -36,11 +36,18 @@ TINY_FOR = {
     "sam3": "sam3",
     "segment_anything": "segment_anything",
 }
+# Families behind a hosted API: no weights and no library reference path; their own tests use a loopback fake.
+HOSTED = {"roboflow": "tests/model_adapters/test_roboflow.py"}
 FAMILIES = sorted(
     name
     for name in available_adapters()
-    if "." not in name and resolve_adapter(name)[0].__module__.startswith("model_adapters.")
+    if "." not in name and resolve_adapter(name)[0].__module__.startswith("model_adapters.") and name not in HOSTED
 )
+
+
+def test_hosted_families_are_registered_and_tested_against_a_fake() -> None:
+    for family, tests in HOSTED.items():
+        assert resolve_adapter(family)[0].name == family and (Path(__file__).parents[2] / tests).is_file()
 
 
 def test_names_resolve_to_families_and_variants() -> None:
