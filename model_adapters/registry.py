@@ -29,6 +29,7 @@ _FAMILY_MODULES = (
     "sam",
     "sam2",
     "sam3",
+    "kosmos2",
 )
 
 _ADAPTERS: dict[str, type[Adapter]] = {}
