@@ -32,6 +32,7 @@ EXTRA_FOR = {
     "owlvit": "hf",
     "owlv2": "hf",
     "omdet_turbo": "hf",
+    "kosmos2": "hf",
     "clip": "hf",
     "altclip": "hf",
     "siglip": "hf",

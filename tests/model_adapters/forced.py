@@ -33,14 +33,17 @@ class ForceTokens(LogitsProcessor):
         return forced
 
 
-def force(monkeypatch: pytest.MonkeyPatch, model: Any, ids_for_call: Callable[[], Sequence[int]]) -> None:
-    """Every ``model.generate`` call from now on writes ``ids_for_call()`` (re-evaluated per call)."""
-    original = type(model).generate.__get__(model)  # the class method, so a second call replaces the first
+def force(monkeypatch: pytest.MonkeyPatch, target: Any, ids_for_call: Callable[[], Sequence[int]]) -> None:
+    """Every ``generate`` of ``target`` (a model, or a model class: all its instances) writes ``ids_for_call()``."""
+    cls = target if isinstance(target, type) else type(target)
+    original = getattr(cls.generate, "unforced", cls.generate)  # a second call replaces the first
 
-    def generate(*args: Any, **kwargs: Any) -> Any:
-        return original(*args, logits_processor=LogitsProcessorList([ForceTokens(ids_for_call())]), **kwargs)
+    @functools.wraps(original)
+    def generate(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return original(self, *args, logits_processor=LogitsProcessorList([ForceTokens(ids_for_call())]), **kwargs)
 
-    monkeypatch.setattr(model, "generate", functools.wraps(original)(generate))
+    generate.unforced = original  # type: ignore[attr-defined]
+    monkeypatch.setattr(cls, "generate", generate)
 
 
 def next_token_probs(logits: torch.Tensor, ids: torch.Tensor, first: int) -> list[float]:

@@ -159,3 +159,17 @@ def test_threshold_and_broken_markup_give_no_regions(kosmos2: Kosmos2, monkeypat
     force(monkeypatch, kosmos2.model, lambda: broken)
     (det,) = kosmos2([IMAGES[0]], query())
     assert len(det) == 0 and det.xyxy.shape == (0, 4)
+
+
+@pytest.mark.parametrize("shape", [(1, 37), (31, 3)])
+def test_thin_images_map_boxes_inside_them(
+    kosmos2: Kosmos2, monkeypatch: pytest.MonkeyPatch, shape: tuple[int, int]
+) -> None:
+    ids, _ = answer_ids(kosmos2, "<phrase> a cat</phrase><object><patch_index_0000><patch_index_1023></object>")
+    force(monkeypatch, kosmos2.model, lambda: ids)
+    height, width = shape
+    (det,) = kosmos2([image_array(width, height, seed=3)], query())
+    x0, y0, x1, y1 = frame_by_hand(width, height)
+    # patch 0 to patch 1023 spans the model's view from its first cell's centre to its last cell's centre.
+    expected = [x0 + (x1 - x0) / 64, y0 + (y1 - y0) / 64, x0 + (x1 - x0) * 63 / 64, y0 + (y1 - y0) * 63 / 64]
+    np.testing.assert_allclose(det.xyxy, [expected], atol=1e-4)
