@@ -30,6 +30,7 @@ _FAMILY_MODULES = (
     "sam2",
     "sam3",
     "kosmos2",
+    "florence2",
 )
 
 _ADAPTERS: dict[str, type[Adapter]] = {}

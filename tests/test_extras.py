@@ -33,6 +33,7 @@ EXTRA_FOR = {
     "owlv2": "hf",
     "omdet_turbo": "hf",
     "kosmos2": "hf",
+    "florence2": "hf",
     "clip": "hf",
     "altclip": "hf",
     "siglip": "hf",

@@ -36,10 +36,11 @@ TINY_FOR = {
     "sam3": "sam3",
     "segment_anything": "segment_anything",
     "kosmos2": "kosmos2",
+    "florence2": "florence2",
 }
 # Generative families: random tiny weights write noise, so their parity with the processor's post-processing is
 # proven on forced answers in their own test modules; the sweep checks that every shape gives a valid answer.
-GENERATIVE = {"kosmos2"}
+GENERATIVE = {"kosmos2", "florence2"}
 FAMILIES = sorted(
     name
     for name in available_adapters()
