@@ -30,6 +30,8 @@ _FAMILY_MODULES = (
     "sam2",
     "sam3",
     "roboflow",
+    "kosmos2",
+    "florence2",
 )
 
 _ADAPTERS: dict[str, type[Adapter]] = {}
