@@ -13,7 +13,7 @@ from typing import Any
 
 from backend.errors import BadRequest
 from backend.learning.events import Annotation, annotation_from
-from backend.learning.sync import PAGE_SIZE, annotated_tasks
+from backend.learning.sync import annotated_tasks
 from backend.ls_client import LabelStudioClient
 
 __all__ = ["Pair", "Skipped", "backend_version", "pairs"]
@@ -57,7 +57,7 @@ def backend_version(ls: LabelStudioClient, project_id: int, known: Sequence[str]
 
 
 def pairs(
-    ls: LabelStudioClient, project_id: int, version: str | None, skipped: Skipped, page_size: int = PAGE_SIZE
+    ls: LabelStudioClient, project_id: int, version: str | None, skipped: Skipped, page_size: int | None = None
 ) -> Iterator[Pair]:
     """Every annotation of the project's annotated tasks with its prediction (``skipped`` counts the others).
 
