@@ -4,5 +4,6 @@ What enters: a project's annotated tasks read through Label Studio's API, each w
 (``fetch``); each annotation is matched with the prediction of the model version under review (``matching``);
 ``metrics`` turns the matches into per-label precision, recall and mean IoU, choice accuracy and a confusion matrix,
 per-annotator agreement and the share of predictions accepted unchanged; ``render`` turns that report into the text
-table ``prelabel report`` prints and the HTML page at ``/report.html``. What leaves: the report, plain JSON.
+table ``prelabel report`` prints and the HTML page at ``/report.html``; ``gauges`` sets its numbers at ``/metrics``.
+What leaves: the report, plain JSON. Nothing is written to Label Studio.
 """
