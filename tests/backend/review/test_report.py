@@ -199,3 +199,22 @@ def test_cli_prints_the_table_and_writes_the_page(
     monkeypatch.delenv("LABEL_STUDIO_API_KEY")
     assert main(["report", "--project", "3"]) == 2
     assert "LABEL_STUDIO_URL" in capsys.readouterr().err
+
+
+def test_polygons_are_matched_by_mask_iou() -> None:
+    from backend.learning.events import Annotation
+    from backend.review.fetch import Pair, Skipped
+    from backend.review.metrics import review_report
+
+    def square(x0: float, y0: float, x1: float, y1: float) -> dict[str, Any]:
+        return {"from_name": "shape", "to_name": "image", "type": "polygonlabels", "original_width": 100,
+                "original_height": 100, "score": 0.9,
+                "value": {"points": [[x0, y0], [x1, y0], [x1, y1], [x0, y1]], "polygonlabels": ["Leaf"]}}  # fmt: skip
+
+    # annotated 40 x 30 inside the predicted 40 x 40: IoU 1200 / 1600
+    kept = Annotation(id=1, task_id=1, task_data={}, result=(square(10, 10, 50, 40),), completed_by=1)
+    report = review_report([Pair(kept, "user 1", (square(10, 10, 50, 50),), "v1")], Skipped(), project=1,
+                           version="v1", link=str)  # fmt: skip
+    (row,) = report["labels"]
+    assert (row["kind"], row["matched"], row["precision"], row["recall"]) == ("objects", 1, 1.0, 1.0)
+    assert row["mean_iou"] == pytest.approx(0.75, abs=0.03) and report["unchanged"] == 0.0
