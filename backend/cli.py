@@ -1,9 +1,10 @@
-"""``prelabel`` command: ``serve``, ``adapters``, ``preview``, ``label-next``.
+"""``prelabel`` command: ``serve``, ``adapters``, ``preview``, ``label-next``, ``report``.
 
 ``serve`` runs the backend under gunicorn; ``adapters`` lists the models; ``preview`` predicts a project's first tasks
 on a running server (nothing written) and prints each label's score distribution, to tune thresholds before a bulk run;
 ``label-next`` makes a project's "Label next" tab in Label Studio with the server's settings (``MODEL_DIR``,
-``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY``).
+``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY``); ``report`` prints how a project's annotations compare with the
+model's predictions (or writes the HTML page with ``-o``), with the same settings.
 """
 
 from __future__ import annotations
@@ -50,7 +51,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "label-next", help="create or update a project's 'Label next' Data Manager tab (most uncertain first)"
     )
     label_next.add_argument("--project", type=int, required=True, help="Label Studio's project id")
+    report = commands.add_parser("report", help="how a project's annotations compare with the model's predictions")
+    report.add_argument("--project", type=int, required=True, help="Label Studio's project id")
+    report.add_argument("--version", help="model version to review (default: the one the project's backend serves)")
+    report.add_argument("-o", "--output", help="write the HTML report to this file instead of printing a table")
+    report.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return _report(args)
     if args.command == "preview":
         return _preview(args)
     if args.command == "label-next":
@@ -164,6 +172,32 @@ def _label_next(pid: int) -> int:
     except (SettingsError, BadRequest) as exc:
         print(f"prelabel: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    import json
+
+    from backend.errors import BadRequest
+    from backend.review.render import report_html, report_table
+    from backend.service import PrelabelService
+    from backend.settings import ServerSettings, SettingsError
+
+    try:
+        report = PrelabelService(ServerSettings.from_env()).review(args.project, args.version)
+    except (SettingsError, BadRequest) as exc:
+        print(f"prelabel: {exc}", file=sys.stderr)
+        return 2
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(report_html(report))
+        except OSError as exc:
+            print(f"prelabel report: cannot write {args.output}: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.output}: {report['annotations']} annotations compared")
+        return 0
+    print(json.dumps(report, indent=2) if args.json else report_table(report))
     return 0
 
 

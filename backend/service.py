@@ -26,6 +26,9 @@ from backend.preview import first_tasks, report
 from backend.ranking.settings import ranking_settings
 from backend.ranking.strategies import agreement, boosted, label_counts
 from backend.ranking.tabs import ensure_tab, label_next_tab, score_source
+from backend.review import gauges
+from backend.review.fetch import Skipped, backend_version, pairs
+from backend.review.metrics import review_report
 from backend.runner import Outcome, RequestBudget, Runner
 from backend.settings import ServerSettings
 from backend.store import ProjectRecord, ProjectStore, project_id
@@ -225,6 +228,28 @@ class PrelabelService:
             return {**made, "scores_from": score_source(ls, pid, self.store.versions(str(pid)))}
         except LabelStudioAPIError as exc:
             raise BadRequest(f"could not create the Label next tab of project {pid}: {exc}") from None
+
+    def review(self, pid: int, version: str | None = None) -> dict[str, Any]:
+        """The project's review report (``backend.review``): its annotations against the model's predictions.
+
+        Predictions of ``version``, by default the project's ML backend's current version; the report also sets the
+        review gauges at ``/metrics``.
+
+        Raises:
+            BadRequest: The project is not set up here, Label Studio's URL is unknown, or its API refused.
+        """
+        ls = self._project_api(pid)
+        skipped = Skipped()
+        try:
+            version = version or backend_version(ls, pid, self.store.versions(str(pid)))
+            report = review_report(
+                pairs(ls, pid, version, skipped), skipped, project=pid, version=version,
+                link=lambda task: ls.url(f"/projects/{pid}/data?task={task}"),
+            )  # fmt: skip
+        except LabelStudioAPIError as exc:
+            raise BadRequest(f"could not read project {pid}'s annotations: {exc}") from None
+        gauges.publish(report)
+        return report
 
     def _project_api(self, pid: int) -> LabelStudioClient:
         """Label Studio's API for a project (``LABEL_STUDIO_URL``, else what its ``/setup`` said), or why not."""

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from backend.ls_client import LabelStudioClient
+from backend.review.fetch import backend_version
 
 __all__ = ["LABEL_NEXT", "ensure_tab", "label_next_tab", "score_source"]
 
@@ -61,11 +62,9 @@ def score_source(ls: LabelStudioClient, project_id: int, known: Sequence[str] = 
     Raises:
         LabelStudioAPIError: Label Studio refused or could not be reached; the message names the call.
     """
-    backends = [b for b in ls.get_json("/api/ml", {"project": project_id}) or [] if b.get("model_version")]
-    ours = [b for b in backends if b["model_version"] in known] or (backends if len(backends) == 1 else [])
-    if not ours:
+    version = backend_version(ls, project_id, known)
+    if version is None:
         return None
-    version = ours[0]["model_version"]
     project = ls.get_json(f"/api/projects/{project_id}/")
     if project.get("model_version") != version:
         ls.request_json("PATCH", f"/api/projects/{project_id}/", body={"model_version": version})
