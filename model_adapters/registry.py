@@ -32,6 +32,7 @@ _FAMILY_MODULES = (
     "roboflow",
     "kosmos2",
     "florence2",
+    "llava",
 )
 
 _ADAPTERS: dict[str, type[Adapter]] = {}
