@@ -76,8 +76,10 @@ class LlavaParams(GroundingParams):
 
 
 def square_offset(width: int, height: int) -> tuple[int, int]:
-    """Where a ``width`` x ``height`` image sits in its padded square: ``(left, top)``, the extra pixel on the
-    right/bottom (as ``LlavaImageProcessor.pad_to_square``)."""
+    """Where a ``width`` x ``height`` image sits in its padded square: ``(left, top)``.
+
+    An odd remainder goes right/bottom, as in transformers' ``LlavaImageProcessor.pad_to_square``.
+    """
     side = max(width, height)
     return (side - width) // 2, (side - height) // 2
 
@@ -105,7 +107,7 @@ class Llava(Adapter[LlavaParams]):
         self.eos = [self.processor.tokenizer.eos_token_id]
 
     def chat(self, question: str) -> str:
-        """The question in the checkpoint's chat template (LLaVA-1.5's ``USER: <image>\\n... ASSISTANT:``)."""
+        """The question in the checkpoint's chat template (else LLaVA-1.5's ``USER: <image> ... ASSISTANT:``)."""
         if self.processor.chat_template is None:
             return f"USER: <image>\n{question} ASSISTANT:"
         turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
@@ -170,7 +172,13 @@ class Llava(Adapter[LlavaParams]):
     def _forward(self, batch: Mapping[str, Any]) -> Any:
         if "starts" not in batch:
             return [
-                generate(self.model, text, max_new_tokens=batch["max_new_tokens"], eos_token_ids=self.eos)
+                generate(
+                    self.model,
+                    text,
+                    max_new_tokens=batch["max_new_tokens"],
+                    eos_token_ids=self.eos,
+                    suppress_token_ids=[self.model.config.image_token_id],  # a placeholder, never an answer
+                )
                 for text in batch["texts"]
             ]
         scores = []
