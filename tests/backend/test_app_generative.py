@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flask.testing import FlaskClient
 from label_studio_sdk.label_interface import LabelInterface
-from transformers import AutoProcessor, Kosmos2ForConditionalGeneration
+from transformers import AutoProcessor, Kosmos2ForConditionalGeneration, LlavaForConditionalGeneration
 
 from backend.app import create_app
 from backend.settings import ServerSettings
@@ -19,6 +19,9 @@ from tests.model_adapters.test_kosmos2 import frame_by_hand
 
 RECT = """<View><Image name="image" value="$image"/>
 <RectangleLabels name="boxes" toName="image"><Label value="Cat"/><Label value="Dog"/></RectangleLabels></View>"""
+BOXES_AND_CHOICES = """<View><Image name="image" value="$image"/>
+<RectangleLabels name="boxes" toName="image"><Label value="Cat"/><Label value="Dog"/></RectangleLabels>
+<Choices name="kind" toName="image"><Choice value="Cat"/><Choice value="Dog"/></Choices></View>"""
 
 
 @pytest.fixture
@@ -60,3 +63,34 @@ def test_kosmos2_boxes_reach_label_studio_as_valid_rectangles(
         [left / 70 * 100, top / 45 * 100, (right - left) / 70 * 100, (bottom - top) / 45 * 100],
         atol=1e-3,
     )
+
+
+def test_llava_boxes_and_choices_reach_label_studio(
+    client: FlaskClient, tiny: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_dir = str(tiny("llava"))
+    tokenizer = AutoProcessor.from_pretrained(model_dir).tokenizer
+    answer = "Cat: [0.25, 0.5, 0.75, 1.0]\nbird: [0, 0, 1, 1]"
+    ids = [*tokenizer(answer, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+    force(monkeypatch, LlavaForConditionalGeneration, lambda: ids)
+    section = {"model": "llava", "model_id": model_dir}
+    extra = {"detection": {**section, "max_new_tokens": 40}, "classification": section}
+    body = {"project": "3.2", "schema": BOXES_AND_CHOICES, "extra_params": extra}
+    assert post(client, "/setup", body)["model_version"].startswith("llava-")
+    body = {"tasks": [make_task(1, data_uri(70, 45))], "project": "3.2", "label_config": BOXES_AND_CHOICES}
+    (entry,) = post(client, "/predict", body)["results"]
+    assert LabelInterface(BOXES_AND_CHOICES).validate_prediction(entry)
+    regions = {r["from_name"]: r for r in entry["result"]}
+    assert set(regions) == {"boxes", "kind"}  # "bird" names no label: dropped
+    box = regions["boxes"]
+    assert box["value"]["rectanglelabels"] == ["Cat"] and 0 < box["score"] < 1
+    # By hand: 70 x 45 sits 12 px down an (unscaled) 70 px square; [0.25, 0.5, 0.75, 1.0] of it is
+    # x 17.5..52.5, y 35 - 12 = 23 .. 70 - 12 = 58, clipped to 45.
+    value = box["value"]
+    np.testing.assert_allclose(
+        [value["x"], value["y"], value["width"], value["height"]],
+        [25.0, 23 / 45 * 100, 50.0, 22 / 45 * 100],
+        atol=1e-3,
+    )
+    choice = regions["kind"]
+    assert choice["value"]["choices"] in (["Cat"], ["Dog"]) and 0.5 <= choice["score"] < 1
