@@ -665,12 +665,13 @@ def build_llava(path: Path) -> Path:
 def build_florence2(path: Path) -> Path:
     """``Florence2ForConditionalGeneration`` + ``Florence2Processor`` (32 px DaViT, 1+1-layer BART).
 
-    The tokenizer needs ``extra_special_tokens={"image_token": "<image>"}`` and ``<loc_0>..<loc_999>``;
+    The tokenizer needs ``extra_special_tokens={"image_token": "<image>"}``, ``<loc_0>..<loc_999>`` and the
+    outline markup ``<sep>``, ``<poly>``, ``</poly>`` (as the real tokenizer has);
     ``post_processor_config`` is required by ``post_process_generation`` (else "Unsupported parse task");
     ``image_seq_length`` must equal the vision token count (64 patches + 1 = 65 at 32 px, stride 4).
     """
     tokenizer = bart_tokenizer(extra_special_tokens={"image_token": "<image>"})
-    tokenizer.add_tokens([f"<loc_{i}>" for i in range(1000)])
+    tokenizer.add_tokens([f"<loc_{i}>" for i in range(1000)] + ["<sep>", "<poly>", "</poly>"])
     text = {
         "model_type": "bart",
         "vocab_size": len(tokenizer),
