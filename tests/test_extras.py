@@ -34,6 +34,7 @@ EXTRA_FOR = {
     "omdet_turbo": "hf",
     "kosmos2": "hf",
     "florence2": "hf",
+    "florence2_seg": "hf",
     "llava": "hf",
     "clip": "hf",
     "altclip": "hf",
