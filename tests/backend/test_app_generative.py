@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 from flask.testing import FlaskClient
 from label_studio_sdk.label_interface import LabelInterface
-from transformers import AutoProcessor, Kosmos2ForConditionalGeneration, LlavaForConditionalGeneration
+from transformers import (
+    AutoProcessor,
+    Florence2ForConditionalGeneration,
+    Kosmos2ForConditionalGeneration,
+    LlavaForConditionalGeneration,
+)
 
 from backend.app import create_app
 from backend.settings import ServerSettings
@@ -94,3 +99,32 @@ def test_llava_boxes_and_choices_reach_label_studio(
     )
     choice = regions["kind"]
     assert choice["value"]["choices"] in (["Cat"], ["Dog"]) and 0.5 <= choice["score"] < 1
+
+
+OUTLINES = """<View><Image name="image" value="$image"/>
+<PolygonLabels name="outline" toName="image"><Label value="Cat"/><Label value="Dog"/></PolygonLabels></View>"""
+
+
+def test_florence2_outlines_reach_label_studio_as_valid_polygons(
+    client: FlaskClient, tiny: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_dir = str(tiny("florence2"))
+    tokenizer = AutoProcessor.from_pretrained(model_dir).tokenizer
+    # A rectangle from bin 100 to bin 600 of each side: pixels 100.5 / 1000 ... 600.5 / 1000 of it.
+    answer = "<loc_100><loc_100><loc_600><loc_100><loc_600><loc_600><loc_100><loc_600></s>"
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    force(monkeypatch, Florence2ForConditionalGeneration, lambda: ids)
+    extra = {"segmentation": {"model": "florence2_seg", "model_id": model_dir, "max_new_tokens": 20}}
+    version = post(client, "/setup", {"project": "3.3", "schema": OUTLINES, "extra_params": extra})["model_version"]
+    assert version.startswith("florence2_seg-")
+    body = {"tasks": [make_task(1, data_uri(100, 60))], "project": "3.3", "label_config": OUTLINES}
+    (entry,) = post(client, "/predict", body)["results"]
+    assert LabelInterface(OUTLINES).validate_prediction(entry)
+    assert sorted(r["value"]["polygonlabels"][0] for r in entry["result"]) == ["Cat", "Dog"]
+    for region in entry["result"]:
+        points = np.asarray(region["value"]["points"])  # percent of 100 x 60
+        xs, ys = points[:, 0], points[:, 1] * 60 / 100
+        # The processor dequantizes to int pixels (10, 6) .. (60, 36); PIL fills the pixels whose centre is in.
+        assert abs(xs.min() - 10) <= 1.5 and abs(xs.max() - 60) <= 1.5
+        assert abs(ys.min() - 6) <= 1.5 and abs(ys.max() - 36) <= 1.5
+        assert 0 < region["score"] < 1
