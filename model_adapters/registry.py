@@ -33,6 +33,7 @@ _FAMILY_MODULES = (
     "kosmos2",
     "florence2",
     "llava",
+    "qwen2_5_vl",
 )
 
 _ADAPTERS: dict[str, type[Adapter]] = {}

@@ -36,6 +36,7 @@ EXTRA_FOR = {
     "florence2": "hf",
     "florence2_seg": "hf",
     "llava": "hf",
+    "qwen2_5_vl": "hf",
     "clip": "hf",
     "altclip": "hf",
     "siglip": "hf",

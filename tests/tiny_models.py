@@ -706,6 +706,68 @@ def build_florence2(path: Path) -> Path:
     return _save(path, tfm.Florence2ForConditionalGeneration, config, processor)
 
 
+# Minimal Qwen2.5-VL chat template: the image placeholder the processor expands, then the text.
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_qwen2_5_vl(path: Path) -> Path:
+    """``Qwen2_5_VLForConditionalGeneration`` + ``Qwen2_5_VLProcessor`` (1-block ViT, 1-layer Qwen2 text).
+
+    The GPT-2 byte tokenizer gets Qwen's chat and vision markers as special tokens; ``<|im_end|>`` ends an answer.
+    The image processor's pixel budget (56² to 112² px, multiples of 28) keeps inputs at 4 to 16 image tokens.
+    ``mrope_section`` must sum to half the text head size (16 / 2 = 8).
+    """
+    tokenizer = gpt2_tokenizer(pad_token="<|endoftext|>")
+    markers = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": markers})
+    ids = dict(zip(markers, tokenizer.convert_tokens_to_ids(markers), strict=True))
+    text = {
+        **TINY_TEXT,
+        "model_type": "qwen2_5_vl_text",
+        "vocab_size": len(tokenizer),
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": ids["<|im_end|>"],
+    }
+    vision = {
+        "depth": 1,
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_heads": 2,
+        "out_hidden_size": 32,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 56,
+        "fullatt_block_indexes": [0],
+    }
+    config = tfm.Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    processor = tfm.Qwen2_5_VLProcessor(
+        image_processor=tfm.Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112),
+        tokenizer=tokenizer,
+        video_processor=tfm.Qwen2VLVideoProcessor(),
+        chat_template=QWEN_CHAT_TEMPLATE,
+    )
+    return _save(path, tfm.Qwen2_5_VLForConditionalGeneration, config, processor)
+
+
 # --------------------------------------------------------------------------------------------------
 # Non-transformers families
 # --------------------------------------------------------------------------------------------------
@@ -880,4 +942,5 @@ TINY_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "kosmos2": build_kosmos2,
     "llava": build_llava,
     "florence2": build_florence2,
+    "qwen2_5_vl": build_qwen2_5_vl,
 }
