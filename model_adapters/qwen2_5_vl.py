@@ -75,6 +75,8 @@ class Qwen25VL(Adapter[Qwen25VLParams]):
             self, "Qwen2_5_VLForConditionalGeneration", ("qwen2_5_vl",)
         )
         self.eos = sorted({self.processor.tokenizer.eos_token_id, *self._config_eos()})
+        # Its ``size`` holds pixel counts (min/max_pixels), not side lengths: images are decoded at full size.
+        self.resize_rule = None
 
     def _config_eos(self) -> list[int]:
         eos = self.model.generation_config.eos_token_id

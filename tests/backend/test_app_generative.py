@@ -14,6 +14,7 @@ from transformers import (
     Florence2ForConditionalGeneration,
     Kosmos2ForConditionalGeneration,
     LlavaForConditionalGeneration,
+    Qwen2_5_VLForConditionalGeneration,
 )
 
 from backend.app import create_app
@@ -128,3 +129,28 @@ def test_florence2_outlines_reach_label_studio_as_valid_polygons(
         assert abs(xs.min() - 10) <= 1.5 and abs(xs.max() - 60) <= 1.5
         assert abs(ys.min() - 6) <= 1.5 and abs(ys.max() - 36) <= 1.5
         assert 0 < region["score"] < 1
+
+
+def test_qwen2_5_vl_boxes_reach_label_studio_as_valid_rectangles(
+    client: FlaskClient, tiny: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_dir = str(tiny("qwen2_5_vl"))
+    tokenizer = AutoProcessor.from_pretrained(model_dir).tokenizer
+    answer = '[{"bbox_2d": [21, 14, 63, 42], "label": "Cat"}, {"bbox_2d": [0, 0, 9, 9], "label": "bird"}]<|im_end|>'
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    force(monkeypatch, Qwen2_5_VLForConditionalGeneration, lambda: ids)
+    extra = {"detection": {"model": "qwen2_5_vl", "model_id": model_dir, "max_new_tokens": 80}}
+    version = post(client, "/setup", {"project": "3.4", "schema": RECT, "extra_params": extra})["model_version"]
+    assert version.startswith("qwen2_5_vl-")
+    body = {"tasks": [make_task(1, data_uri(80, 48))], "project": "3.4", "label_config": RECT}
+    (entry,) = post(client, "/predict", body)["results"]
+    assert LabelInterface(RECT).validate_prediction(entry)
+    (region,) = entry["result"]  # "bird" names no label: dropped
+    assert region["value"]["rectanglelabels"] == ["Cat"] and 0 < region["score"] < 1
+    # By hand: 80 x 48 is resized to 84 x 56, so the box is x 21..63 of 84, y 14..42 of 56, in percent.
+    value = region["value"]
+    np.testing.assert_allclose(
+        [value["x"], value["y"], value["width"], value["height"]],
+        [21 / 84 * 100, 14 / 56 * 100, 42 / 84 * 100, 28 / 56 * 100],
+        atol=1e-3,
+    )
