@@ -183,7 +183,8 @@ class Llava(Adapter[LlavaParams]):
             ]
         scores = []
         for text, start in zip(batch["texts"], batch["starts"], strict=True):
-            logits = self.model(**text).logits[:, start - 1 : -1].float()
+            keep = text["input_ids"].shape[1] - start + 1  # only the positions that predict the answer
+            logits = self.model(**text, logits_to_keep=keep).logits[:, :-1].float()
             answer = text["input_ids"][:, start:, None]
             scores.append(logits.log_softmax(-1).gather(-1, answer)[..., 0].sum(-1))
         return {"log_probs": scores}

@@ -942,5 +942,6 @@ TINY_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "kosmos2": build_kosmos2,
     "llava": build_llava,
     "florence2": build_florence2,
+    "florence2_seg": build_florence2,  # the same checkpoint serves both Florence-2 adapters
     "qwen2_5_vl": build_qwen2_5_vl,
 }
