@@ -71,7 +71,12 @@ class Generation:
 
 
 def generate(
-    model: Any, inputs: Mapping[str, Any], *, max_new_tokens: int, eos_token_ids: Sequence[int]
+    model: Any,
+    inputs: Mapping[str, Any],
+    *,
+    max_new_tokens: int,
+    eos_token_ids: Sequence[int],
+    suppress_token_ids: Sequence[int] = (),
 ) -> list[Generation]:
     """Greedy ``model.generate`` on a batch; each row's new tokens with their probabilities.
 
@@ -80,6 +85,7 @@ def generate(
         inputs: Its inputs (already on the model's device).
         max_new_tokens: Upper bound of new tokens per row.
         eos_token_ids: Tokens that end an answer; what follows them (padding) is dropped.
+        suppress_token_ids: Tokens never generated (an image placeholder); their probabilities stay the model's.
     """
     import torch
 
@@ -90,6 +96,7 @@ def generate(
         num_beams=1,
         output_logits=True,
         return_dict_in_generate=True,
+        suppress_tokens=list(suppress_token_ids) or None,
     )
     steps = len(out.logits)
     sequences = out.sequences.cpu()

@@ -32,6 +32,8 @@ _FAMILY_MODULES = (
     "roboflow",
     "kosmos2",
     "florence2",
+    "llava",
+    "qwen2_5_vl",
 )
 
 _ADAPTERS: dict[str, type[Adapter]] = {}

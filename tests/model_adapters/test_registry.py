@@ -37,12 +37,15 @@ TINY_FOR = {
     "segment_anything": "segment_anything",
     "kosmos2": "kosmos2",
     "florence2": "florence2",
+    "florence2_seg": "florence2",
+    "llava": "llava",
+    "qwen2_5_vl": "qwen2_5_vl",
 }
 # Families behind a hosted API: no weights and no library reference path; their own tests use a loopback fake.
 HOSTED = {"roboflow": "tests/model_adapters/test_roboflow.py"}
 # Generative families: random tiny weights write noise, so their parity with the processor's post-processing is
 # proven on forced answers in their own test modules; the sweep checks that every shape gives a valid answer.
-GENERATIVE = {"kosmos2", "florence2"}
+GENERATIVE = {"kosmos2", "florence2", "florence2_seg", "llava", "qwen2_5_vl"}
 FAMILIES = sorted(
     name
     for name in available_adapters()
