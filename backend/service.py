@@ -15,6 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from backend.errors import BadRequest
+from backend.jobs.loop import JobLoop
+from backend.jobs.pages import JobFilter
+from backend.jobs.report import describe
+from backend.jobs.runner import JobError, JobRunner, Target
+from backend.jobs.store import JobStore
 from backend.learning.learner import Learner, Services
 from backend.learning.settings import learning_settings
 from backend.ls_client import LabelStudioAPIError, LabelStudioClient
@@ -24,7 +29,7 @@ from backend.plan import Plan, build_plan, check_server_defaults, parse_extra_pa
 from backend.preview import first_tasks, report
 from backend.runner import Outcome, RequestBudget, Runner
 from backend.settings import ServerSettings
-from backend.store import ProjectRecord, ProjectStore
+from backend.store import ProjectRecord, ProjectStore, project_id
 from model_adapters.base import ModelSpec
 
 __all__ = ["PrelabelService"]
@@ -58,6 +63,8 @@ class PrelabelService:
             model_wait=settings.model_wait,
         )
         self.learner = Learner(settings.model_dir, self.store, services, debounce=settings.fit_debounce)
+        runner = JobRunner(JobStore(settings.model_dir), self.job_target, self.runner.predict, settings.job_page_size)
+        self.jobs = JobLoop(runner)
 
     def plan(self, label_config: str, extra_params: dict[str, Any]) -> Plan:
         """The plan for a config and a project's settings, with the server's defaults underneath."""
@@ -171,12 +178,78 @@ class PrelabelService:
         plan = self.plan(config, record.extra_params if record else {})
         if record is not None and config == record.label_config:
             plan = self.learner.serve(record, plan)
+        ls = self.label_studio(record)
         if isinstance(context, dict) and context.get("result"):
-            return self.runner.interactive(tasks, context, plan, self.label_studio(record))
+            return self.runner.interactive(tasks, context, plan, ls)
+        pid = project_id(project) if record is not None else None
+        held = self.jobs.store.pending_tasks(pid) if pid is not None and self.settings.handoff else set()
+        todo = [t for t in tasks if not (isinstance(t, dict) and t.get("id") in held)]  # a job writes those
         budget = RequestBudget(self.settings.predict_budget, client_gone)
-        outcome = self.runner.predict(tasks, plan, self.label_studio(record), budget)
-        self._report(outcome, project)
-        return outcome.entries
+        outcome = self.runner.predict(todo, plan, ls, budget)
+        job = None
+        if outcome.unreached and pid is not None and ls is not None and self.settings.handoff:
+            # Label Studio stores nothing of an answer its caller no longer waits for: then the job does every task
+            left = todo if client_gone() else [t for t in todo if t.get("id") in set(outcome.unreached)]
+            ids = tuple(sorted({t["id"] for t in left if isinstance(t.get("id"), int)}))
+            job, _ = self.jobs.submit(pid, JobFilter(task_ids=ids, without_annotations=False), origin="retrieve")
+        self._report(outcome, project, job)
+        if len(todo) == len(tasks):
+            return outcome.entries
+        answers = iter(outcome.entries)
+        return [[] if isinstance(t, dict) and t.get("id") in held else next(answers) for t in tasks]
+
+    def submit_job(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Queue a bulk job (``POST /jobs``), or answer the unfinished one with the same filter; and whether it is new.
+
+        Raises:
+            BadRequest: An unknown key or bad value, or a project not set up here.
+        """
+        unknown = sorted(set(body) - {"project", "view", "task_ids", "without_annotations", "without_predictions"})
+        if unknown:
+            raise BadRequest(
+                f"unknown key {unknown[0]!r}; a job takes project, view, task_ids, without_annotations and "
+                "without_predictions"
+            )
+        pid = project_id(body.get("project")) if not isinstance(body.get("project"), bool) else None
+        if pid is None:
+            raise BadRequest("a job needs 'project': Label Studio's project id, like 3")
+        job_filter = JobFilter.from_json(body)
+        if self.store.find(pid) is None:
+            raise BadRequest(
+                f"project {pid} is not connected to this backend: add it in the project's Settings > Model"
+            )
+        job, new = self.jobs.submit(pid, job_filter)
+        return self.job(job.id) or {}, new
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        """A job's state, counts, rate, ETA and first failures (``GET /jobs/<id>``), or ``None``."""
+        job = self.jobs.store.get(job_id)
+        return None if job is None else describe(job, self.jobs.store.failures(job_id))
+
+    def recent_jobs(self) -> list[dict[str, Any]]:
+        """The newest jobs (``GET /jobs``), without their failures."""
+        return [describe(job, []) for job in self.jobs.store.recent()]
+
+    def cancel_job(self, job_id: int) -> dict[str, Any] | None:
+        """Ask a job to stop (``DELETE /jobs/<id>``): at once when queued, after its current batch when running."""
+        return None if self.jobs.store.request_cancel(job_id) is None else self.job(job_id)
+
+    def job_target(self, pid: int) -> Target:
+        """What a bulk job of a project predicts with: its served plan (as ``/predict``) and its Label Studio.
+
+        Raises:
+            JobError: The project is not set up here, or Label Studio's URL is unknown.
+            BadRequest: The project's stored settings are no longer valid.
+        """
+        record = self.store.find(pid)
+        if record is None:
+            raise JobError(
+                f"project {pid} is not connected to this backend: add it in the project's Settings > Model first"
+            )
+        ls = self.label_studio(record)
+        if ls is None:
+            raise JobError("bulk jobs read and write through Label Studio's API: set LABEL_STUDIO_URL")
+        return Target(self.learner.serve(record, self.plan(record.label_config, record.extra_params)), ls)
 
     def preview(
         self, project_id: int, count: int, extra_params: Any = None, client_gone: Callable[[], bool] = lambda: False
@@ -212,7 +285,7 @@ class PrelabelService:
         outcome = self.runner.predict(tasks, plan, ls, RequestBudget(self.settings.predict_budget, client_gone))
         return report(tasks, outcome, plan.model_version)
 
-    def _report(self, outcome: Outcome, project: str | None) -> None:
+    def _report(self, outcome: Outcome, project: str | None, job: Any = None) -> None:
         """Log and record (for the status page) the tasks a request could not predict, and why."""
         if outcome.failed:
             lines = [f"task {task}: {'; '.join(reasons)}" for task, reasons in outcome.failed.items()]
@@ -235,9 +308,14 @@ class PrelabelService:
                 ", ".join(outcome.waiting),
             )
         if outcome.unreached:
+            then = (
+                f"bulk job {job.id} predicts them and writes their predictions through Label Studio's API (GET "
+                f"/jobs/{job.id})"
+                if job is not None
+                else "they get no prediction now and are sent again by the next retrieve"
+            )
             message = (
-                f"{len(outcome.unreached)} of {len(outcome.entries)} tasks not started: {outcome.stop_reason}; "
-                "they get no prediction now and are sent again by the next retrieve"
+                f"{len(outcome.unreached)} of {len(outcome.entries)} tasks not started: {outcome.stop_reason}; {then}"
             )
             log.warning("project %s: %s", project, message)
             self.store.record_event("stopped", message, project=project, count=len(outcome.unreached))

@@ -1,0 +1,200 @@
+"""A claimed job -> its project's tasks predicted and written, page after page, until none are left.
+
+Each page: read the tasks after the job's cursor (``pages``), leave alone the ones ``skip_reason`` names, predict the
+rest with the project's served plan through the same ``Runner.predict`` as ``/predict`` (models, batching, images,
+per-task failures), write the predictions (``writer``), then record the page (cursor, counts, failures) in one
+transaction (``JobStore.advance``). Only one page of tasks is held at a time, so memory stays flat however large the
+project. Label Studio or a model being unavailable is retried with growing pauses, then fails the job with the
+reason; a task that fails gets no prediction and its reason is kept, and the job goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from backend import metrics
+from backend.errors import BadRequest
+from backend.jobs.pages import Page, read_page, skip_reason
+from backend.jobs.store import Counts, Job, JobStore
+from backend.jobs.writer import write_predictions
+from backend.ls_client import LabelStudioAPIError, LabelStudioClient
+from backend.models import ModelUnavailable
+from backend.plan import Plan
+from backend.runner import Outcome, RequestBudget
+
+__all__ = ["JobError", "JobRunner", "Target"]
+
+log = logging.getLogger(__name__)
+LEASE_S = 30.0
+RETRY_PAUSES_S = (2.0, 5.0, 10.0, 20.0, 30.0)  # then the job fails
+
+
+class JobError(Exception):
+    """A job cannot go on (the project is not set up here, Label Studio unreachable for good); says why."""
+
+
+class _Cancelled(Exception):
+    """The job was cancelled while it waited to try again."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a job predicts with: the project's served plan and its Label Studio."""
+
+    plan: Plan
+    ls: LabelStudioClient
+
+
+class JobRunner:
+    """Runs jobs claimed from the store.
+
+    Args:
+        store: The job store.
+        resolve: Project id -> its ``Target`` (asked for every page, so a new fit or new settings apply at once);
+            raises ``JobError`` or ``BadRequest`` when the project cannot be predicted.
+        predict: ``Runner.predict`` (tasks, plan, Label Studio, budget) -> ``Outcome``.
+        page_size: Tasks read, predicted and written together.
+        retry_pauses: Seconds between tries when Label Studio or a model is unavailable.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        resolve: Callable[[int], Target],
+        predict: Callable[[list[Any], Plan, LabelStudioClient, RequestBudget], Outcome],
+        page_size: int = 100,
+        retry_pauses: tuple[float, ...] = RETRY_PAUSES_S,
+    ) -> None:
+        self.store = store
+        self.resolve = resolve
+        self.predict = predict
+        self.page_size = page_size
+        self.retry_pauses = retry_pauses
+
+    def run(self, job: Job, worker: str, progress: Callable[[Job], None] = lambda job: None) -> Job:
+        """Run a job this worker has claimed until it is done, fails, is cancelled or is taken over; its last state."""
+        lost = threading.Event()
+        stop = threading.Event()
+        renewer = threading.Thread(target=self._renew, args=(job.id, worker, stop, lost), daemon=True)
+        renewer.start()
+        try:
+            self._pages(job, worker, lost, progress)
+        except _Cancelled:
+            self._end(job.id, worker, "cancelled")
+        except (JobError, BadRequest) as exc:
+            self._end(job.id, worker, "failed", str(exc))
+        except Exception as exc:  # a job never dies silently: whatever it was, the job says it
+            log.exception("job %s failed", job.id)
+            self._end(job.id, worker, "failed", f"{type(exc).__name__}: {exc}")
+        finally:
+            stop.set()
+            self.store.release(job.id, worker)  # a job still running (taken over, or interrupted) waits for a claim
+        final = self.store.get(job.id)
+        assert final is not None
+        progress(final)
+        return final
+
+    def _pages(self, job: Job, worker: str, lost: threading.Event, progress: Callable[[Job], None]) -> None:
+        first = True
+        while True:
+            if self.store.cancelled(job.id):
+                self._end(job.id, worker, "cancelled")
+                return
+            if lost.is_set():
+                log.warning("job %s: another worker took it over; stopping here", job.id)
+                return
+            current = self.store.get(job.id)
+            assert current is not None
+            started = time.monotonic()
+            target, page = self._retrying(job.id, lambda c=current: self._read(c))
+            if first:  # what is finished plus what is left: the progress bar's length
+                first = False
+                if page.left is not None:
+                    self.store.set_total(job.id, current.finished_tasks + page.left)
+            if not page.ids:
+                self._end(job.id, worker, "done")
+                return
+            cursor, counts, version = self._page(current, target, page)
+            if not self.store.advance(job.id, worker, cursor, counts, model_version=version,
+                                      seconds=time.monotonic() - started):  # fmt: skip
+                return  # taken over meanwhile: the new holder reads this page again and skips what was written
+            metrics.JOB_TASKS.labels("predicted").inc(counts.predicted)
+            metrics.JOB_TASKS.labels("skipped").inc(counts.skipped)
+            metrics.JOB_TASKS.labels("failed").inc(len(counts.failures))
+            now = self.store.get(job.id)
+            assert now is not None
+            progress(now)
+
+    def _read(self, job: Job) -> tuple[Target, Page]:
+        target = self.resolve(job.project_id)
+        return target, read_page(target.ls, job.project_id, job.filter, job.cursor, self.page_size)
+
+    def _page(self, job: Job, target: Target, page: Page) -> tuple[int, Counts, str]:
+        """Predict and write one page; the new cursor (the last id before any task left unstarted) and its counts."""
+        version = target.plan.model_version
+        todo, skipped = [], {}
+        for task in page.tasks:
+            reason = skip_reason(task, version, job.filter)
+            if reason is None:
+                todo.append(task)
+            else:
+                skipped[task["id"]] = reason
+        budget = RequestBudget(client_gone=lambda: self.store.cancelled(job.id))  # checked between chunks
+        outcome = Outcome(entries=[])
+        if todo:
+            outcome = self._retrying(job.id, lambda: self.predict(todo, target.plan, target.ls, budget))
+        unstarted = set(outcome.unreached)
+        predicted = [(t["id"], e) for t, e in zip(todo, outcome.entries, strict=True) if isinstance(e, dict)]
+        self._retrying(job.id, lambda: write_predictions(target.ls, job.project_id, predicted))
+        ids = page.ids
+        stop = next((i for i, task_id in enumerate(ids) if task_id in unstarted), len(ids))
+        done = set(ids[:stop])
+        cursor = ids[stop - 1] if stop else job.cursor
+        failures = {t: "; ".join(r) for t, r in outcome.failed.items() if t in done}
+        failures.update({t: f"task {t} is not in project {job.project_id}" for t in page.missing if t in done})
+        counts = Counts(
+            predicted=sum(1 for t, _ in predicted if t in done),
+            skipped=sum(1 for t in skipped if t in done),
+            failures=failures,
+        )
+        return cursor, counts, version
+
+    def _retrying(self, job_id: int, call: Callable[[], Any]) -> Any:
+        """``call()``, tried again after each pause while Label Studio or a model is unavailable."""
+        for pause in (*self.retry_pauses, None):
+            try:
+                return call()
+            except (LabelStudioAPIError, ModelUnavailable) as exc:
+                if pause is None:
+                    raise JobError(f"gave up after {len(self.retry_pauses) + 1} tries: {exc}") from None
+                log.warning("job %s: %s; trying again in %g s", job_id, exc, pause)
+                if self._wait_or_cancelled(job_id, pause):
+                    raise _Cancelled() from None
+        raise AssertionError("unreachable")
+
+    def _wait_or_cancelled(self, job_id: int, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.store.cancelled(job_id):
+                return True
+            time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
+        return False
+
+    def _renew(self, job_id: int, worker: str, stop: threading.Event, lost: threading.Event) -> None:
+        while not stop.wait(LEASE_S / 3):
+            if not self.store.renew(job_id, worker, LEASE_S):
+                lost.set()
+                return
+
+    def _end(self, job_id: int, worker: str, state: str, error: str | None = None) -> None:
+        self.store.finish(job_id, worker, state, error)
+        metrics.JOBS.labels(state).inc()
+        job = self.store.get(job_id)
+        if job is not None:
+            log.info("job %s (project %s) %s: %s predicted, %s skipped, %s failed%s", job_id, job.project_id, state,
+                     job.predicted, job.skipped, job.failed, f": {error}" if error else "")  # fmt: skip
