@@ -19,7 +19,7 @@ from typing import Any
 
 from backend import metrics
 from backend.errors import BadRequest
-from backend.jobs.pages import Page, read_page, skip_reason
+from backend.jobs.pages import JobFilter, Page, read_page, skip_reason
 from backend.jobs.store import Counts, Job, JobStore
 from backend.jobs.writer import write_predictions
 from backend.ls_client import LabelStudioAPIError, LabelStudioClient
@@ -150,7 +150,8 @@ class JobRunner:
             outcome = self._retrying(job.id, lambda: self.predict(todo, target.plan, target.ls, budget))
         unstarted = set(outcome.unreached)
         predicted = [(t["id"], e) for t, e in zip(todo, outcome.entries, strict=True) if isinstance(e, dict)]
-        self._retrying(job.id, lambda: write_predictions(target.ls, job.project_id, predicted))
+        tries = iter(range(len(self.retry_pauses) + 1))
+        self._retrying(job.id, lambda: self._write(job.project_id, target, predicted, again=next(tries) > 0))
         ids = page.ids
         stop = next((i for i, task_id in enumerate(ids) if task_id in unstarted), len(ids))
         done = set(ids[:stop])
@@ -163,6 +164,22 @@ class JobRunner:
             failures=failures,
         )
         return cursor, counts, version
+
+    def _write(self, pid: int, target: Target, predicted: list[tuple[int, dict[str, Any]]], *, again: bool) -> None:
+        """Write a page's predictions; after a failed try, only those Label Studio does not hold yet.
+
+        A failed call may have been stored and only its answer lost.
+        """
+        if again and predicted:
+            held = read_page(target.ls, pid, JobFilter(task_ids=tuple(t for t, _ in predicted)), 0, len(predicted))
+            version = target.plan.model_version
+            written = {
+                t["id"]
+                for t in held.tasks
+                if skip_reason(t, version, JobFilter(without_annotations=False)) == "already predicted"
+            }
+            predicted = [(t, e) for t, e in predicted if t not in written]
+        write_predictions(target.ls, pid, predicted)
 
     def _retrying(self, job_id: int, call: Callable[[], Any]) -> Any:
         """``call()``, tried again after each pause while Label Studio or a model is unavailable."""
