@@ -1,4 +1,8 @@
-"""``prelabel`` command: ``serve`` runs the backend under gunicorn; ``adapters`` lists the models."""
+"""``prelabel`` command: ``serve``, ``bulk`` and ``adapters``.
+
+``serve`` runs the backend under gunicorn; ``bulk`` prelabels a project in the foreground as a bulk job (see
+``backend.jobs``) with a progress bar; ``adapters`` lists the models.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +34,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve.add_argument("--timeout", type=int, default=int(os.environ.get("GUNICORN_TIMEOUT", "300")))
     commands.add_parser("adapters", help="list the model names usable in extra_params")
+    bulk = commands.add_parser(
+        "bulk",
+        help="prelabel a project's tasks through Label Studio's API (resumable: run it again to continue)",
+        description="Predict every task of a project that has no prediction of the current model version yet (and "
+        "no annotation, unless --include-annotated) and write the predictions through Label Studio's API. Uses "
+        "the same settings as `prelabel serve` (MODEL_DIR, LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY, ...). Stopped "
+        "at any point, the same command continues where it stopped.",
+    )
+    bulk.add_argument("--project", type=int, required=True, help="Label Studio project id")
+    bulk.add_argument("--view", type=int, help="only the tasks of this Data Manager tab (its id)")
+    bulk.add_argument("--tasks", type=_task_ids, help="only these task ids, like 4,5,10-20")
+    bulk.add_argument("--include-annotated", action="store_true", help="also predict tasks that hold annotations")
+    bulk.add_argument("--without-predictions", action="store_true", help="only tasks with no prediction at all")
     args = parser.parse_args(argv)
+    if args.command == "bulk":
+        return _bulk(args)
     if args.command == "adapters":
         from model_adapters.registry import available_adapters
 
@@ -91,6 +110,72 @@ def _serve(args: argparse.Namespace) -> int:
 
     _Gunicorn().run()
     return 0
+
+
+def _task_ids(text: str) -> tuple[int, ...]:
+    ids: set[int] = set()
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            first, _, last = part.partition("-")
+            ids.update(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"task ids must look like 4,5,10-20, got {text!r}") from None
+    if not ids:
+        raise argparse.ArgumentTypeError("no task ids given")
+    return tuple(sorted(ids))
+
+
+def _bulk(args: argparse.Namespace) -> int:
+    """Run (or resume) the bulk job of these arguments in this process, with a progress bar on stderr."""
+    import logging
+    import time
+
+    from backend.jobs.pages import JobFilter
+    from backend.jobs.report import ProgressBar, summary
+    from backend.jobs.runner import LEASE_S
+    from backend.jobs.store import worker_name
+    from backend.log_redaction import install_log_redaction
+    from backend.service import PrelabelService
+    from backend.settings import ServerSettings, SettingsError
+
+    try:
+        settings = ServerSettings.from_env()
+    except SettingsError as exc:
+        print(f"prelabel: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
+    os.environ.update(_NO_PROGRESS_BARS)
+    service = PrelabelService(settings)
+    job_filter = JobFilter(view=args.view, task_ids=args.tasks, without_annotations=not args.include_annotated,
+                           without_predictions=args.without_predictions)  # fmt: skip
+    store, worker = service.jobs.store, worker_name()
+    job = store.matching(args.project, job_filter, "cli")
+    if job is None:
+        job = store.create(args.project, job_filter, "cli")
+        print(f"job {job.id}: project {args.project}", file=sys.stderr)
+    else:
+        print(f"job {job.id}: resuming after task {job.cursor} ({job.finished_tasks} tasks done)", file=sys.stderr)
+    deadline = time.monotonic() + LEASE_S + 5
+    claimed = store.claim(worker, LEASE_S, job_id=job.id)
+    while claimed is None and time.monotonic() < deadline:
+        holder, _ = store.holder(job.id)
+        print(f"job {job.id} is held by {holder}; waiting for its lease to run out", file=sys.stderr)
+        time.sleep(5)
+        claimed = store.claim(worker, LEASE_S, job_id=job.id)
+    if claimed is None:
+        print(f"prelabel: job {job.id} is still running elsewhere; stop that one first", file=sys.stderr)
+        return 1
+    bar = ProgressBar(sys.stderr)
+    try:
+        final = service.jobs.runner.run(claimed, worker, progress=bar.update)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"interrupted: run the same command again to continue job {job.id}", file=sys.stderr)
+        return 130
+    bar.close()
+    print(summary(final, store.failures(final.id)))
+    return 0 if final.state == "done" else 1
 
 
 def _device_problem(settings: Any) -> str | None:

@@ -241,11 +241,7 @@ class PrelabelService:
             JobError: The project is not set up here, or Label Studio's URL is unknown.
             BadRequest: The project's stored settings are no longer valid.
         """
-        record = self.store.find(pid)
-        if record is None:
-            raise JobError(
-                f"project {pid} is not connected to this backend: add it in the project's Settings > Model first"
-            )
+        record = self.store.find(pid) or self._record_from_label_studio(pid)
         ls = self.label_studio(record)
         if ls is None:
             raise JobError("bulk jobs read and write through Label Studio's API: set LABEL_STUDIO_URL")
@@ -284,6 +280,32 @@ class PrelabelService:
             raise BadRequest(f"could not read project {project_id}'s tasks: {exc}") from None
         outcome = self.runner.predict(tasks, plan, ls, RequestBudget(self.settings.predict_budget, client_gone))
         return report(tasks, outcome, plan.model_version)
+
+    def _record_from_label_studio(self, pid: int) -> ProjectRecord:
+        """A project never set up here (``prelabel bulk`` on another machine), as Label Studio holds it.
+
+        Its label config and its ML backend's extra params, read through the API of ``LABEL_STUDIO_URL``; not saved.
+
+        Raises:
+            JobError: No Label Studio URL, or it cannot be read.
+        """
+        ls = self.label_studio(None)
+        if ls is None:
+            raise JobError(
+                f"project {pid} is not connected to this backend; set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY to "
+                "read its settings from Label Studio, or add the backend in the project's Settings > Model"
+            )
+        try:
+            project = ls.get_json(f"/api/projects/{pid}")
+            backends = ls.get_json("/api/ml", {"project": pid}) or []
+        except LabelStudioAPIError as exc:
+            raise JobError(f"could not read project {pid}'s settings from Label Studio: {exc}") from None
+        extra = next((b.get("extra_params") for b in backends if isinstance(b, dict) and b.get("extra_params")), None)
+        config = project.get("label_config") if isinstance(project, dict) else None
+        if not config:
+            raise JobError(f"project {pid} has no label config in Label Studio")
+        plan = self.plan(config, parse_extra_params(extra))
+        return ProjectRecord(str(pid), config, parse_extra_params(extra), None, None, plan.model_version)
 
     def _report(self, outcome: Outcome, project: str | None, job: Any = None) -> None:
         """Log and record (for the status page) the tasks a request could not predict, and why."""

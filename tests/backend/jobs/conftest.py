@@ -70,6 +70,14 @@ class FakeLabelStudio(LocalServer):
         def view(view: int) -> Any:
             return self.views.get(view, ({"detail": "Not found."}, 404))
 
+        @app.get("/api/projects/<int:project>")
+        def project(project: int) -> Any:
+            return {"id": project, "label_config": CONFIG} if project == PROJECT_ID else ({"detail": "nope"}, 404)
+
+        @app.get("/api/ml")
+        def ml_backends() -> Any:
+            return [{"id": 1, "project": PROJECT_ID, "extra_params": json.dumps(EXTRA)}]
+
         @app.post("/api/projects/<int:project>/import/predictions")
         def import_predictions(project: int) -> Any:
             assert project == PROJECT_ID
