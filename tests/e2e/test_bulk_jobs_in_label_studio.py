@@ -112,7 +112,7 @@ def test_a_server_job_survives_kill_9_and_a_later_retrieve_adds_nothing(
     extra = {"detection": {"model_id": str(tiny("grounding_dino")), "score_threshold": 0.0}}
     model_dir = tmp_path / "server" / "model_dir"
     with PrelabelServer(tmp_path / "server", env, workers=1) as server:
-        ls.add_ml_backend(project, server.url, title="prelabel", extra_params=extra)
+        backend = ls.add_ml_backend(project, server.url, title="prelabel", extra_params=extra)
         answer = requests.post(f"{server.url}/jobs", json={"project": project}, timeout=10)
         assert answer.status_code == 201, answer.text
         job_id = answer.json()["id"]
@@ -131,6 +131,7 @@ def test_a_server_job_survives_kill_9_and_a_later_retrieve_adds_nothing(
 
         # The version the job wrote is the one /setup answers: a retrieve asks only for the tasks without it (the
         # annotated ones, which a retrieve does predict), and nothing is duplicated.
+        ls.update_ml_backend(backend["id"], url=server.url)  # the restarted server listens on another port
         ls.retrieve_predictions(project)
         after = versions_per_task(ls, project)
         assert all(after[task_id] == [version] for task_id in task_ids), after
