@@ -18,7 +18,7 @@ from backend.errors import BadRequest
 from backend.jobs.loop import JobLoop
 from backend.jobs.pages import JobFilter
 from backend.jobs.report import describe
-from backend.jobs.runner import JobError, JobRunner, Target
+from backend.jobs.runner import JobError, JobRunner, LocalEngine, Target
 from backend.jobs.store import JobStore
 from backend.learning.learner import Learner, Services
 from backend.learning.settings import learning_settings
@@ -63,7 +63,8 @@ class PrelabelService:
             model_wait=settings.model_wait,
         )
         self.learner = Learner(settings.model_dir, self.store, services, debounce=settings.fit_debounce)
-        runner = JobRunner(JobStore(settings.model_dir), self.job_target, self.runner.predict, settings.job_page_size)
+        engine = LocalEngine(self.runner.predict)
+        runner = JobRunner(JobStore(settings.model_dir), self.job_target, engine, settings.job_page_size)
         self.jobs = JobLoop(runner)
 
     def plan(self, label_config: str, extra_params: dict[str, Any]) -> Plan:
