@@ -47,6 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     bulk.add_argument("--tasks", type=_task_ids, help="only these task ids, like 4,5,10-20")
     bulk.add_argument("--include-annotated", action="store_true", help="also predict tasks that hold annotations")
     bulk.add_argument("--without-predictions", action="store_true", help="only tasks with no prediction at all")
+    bulk.add_argument(
+        "--engine", choices=("local", "ray"), default="local",
+        help="local: predict in this process; ray: on Ray actors (local Ray, or RAY_ADDRESS), prelabel[ray]",
+    )  # fmt: skip
+    bulk.add_argument("--ray-actors", type=int, help="Ray actors (default: one per GPU, else one per CPU)")
     args = parser.parse_args(argv)
     if args.command == "bulk":
         return _bulk(args)
@@ -166,6 +171,15 @@ def _bulk(args: argparse.Namespace) -> int:
     if claimed is None:
         print(f"prelabel: job {job.id} is still running elsewhere; stop that one first", file=sys.stderr)
         return 1
+    engine = None
+    if args.engine == "ray":
+        try:
+            from backend.jobs.ray_engine import RayEngine
+        except ImportError as exc:
+            store.release(job.id, worker)
+            print(f"prelabel: --engine ray needs Ray: pip install 'prelabel[ray]' ({exc})", file=sys.stderr)
+            return 2
+        engine = service.jobs.runner.engine = RayEngine(settings, args.ray_actors)
     bar = ProgressBar(sys.stderr)
     try:
         final = service.jobs.runner.run(claimed, worker, progress=bar.update)
@@ -173,6 +187,9 @@ def _bulk(args: argparse.Namespace) -> int:
         bar.close()
         print(f"interrupted: run the same command again to continue job {job.id}", file=sys.stderr)
         return 130
+    finally:
+        if engine is not None:
+            engine.close()
     bar.close()
     print(summary(final, store.failures(final.id)))
     return 0 if final.state == "done" else 1

@@ -123,13 +123,16 @@ def fake_ls() -> Iterator[FakeLabelStudio]:
         yield ls
 
 
-def make_client(tmp_path: Path, ls_url: str, monkeypatch: pytest.MonkeyPatch, **overrides: Any) -> Any:
+def make_client(
+    tmp_path: Path, ls_url: str, monkeypatch: pytest.MonkeyPatch, extra: dict[str, Any] = EXTRA, **overrides: Any
+) -> Any:
     """A server for project 3 whose job loop does not run by itself (tests call ``run_next``)."""
     monkeypatch.setattr(JobLoop, "start", lambda self: None)
+    overrides = {"job_page_size": 4, **overrides}
     settings = ServerSettings(model_dir=tmp_path / "model_dir", preload_projects=0, label_studio_url=ls_url,
-                              label_studio_api_key="token", job_page_size=4, **overrides)  # fmt: skip
+                              label_studio_api_key="token", **overrides)  # fmt: skip
     client = create_app(settings).test_client()
-    answer = client.post("/setup", json={"project": PROJECT, "schema": CONFIG, "extra_params": EXTRA})
+    answer = client.post("/setup", json={"project": PROJECT, "schema": CONFIG, "extra_params": extra})
     assert answer.status_code == 200, answer.json
     client.model_version = answer.json["model_version"]
     client.service = client.application.extensions["prelabel"]
