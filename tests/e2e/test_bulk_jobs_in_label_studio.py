@@ -65,30 +65,38 @@ def finished(model_dir: Path, job_id: int = 1) -> int:
     return job.finished_tasks if job else 0
 
 
+@pytest.mark.parametrize(
+    ("engine", "count", "page"),
+    [("local", 200, "10"), pytest.param("ray", 60, "5", id="ray-local-2-cpus")],
+)
 def test_bulk_command_killed_half_way_resumes_to_one_prediction_per_task(
-    label_studio: LabelStudio, tiny: Callable[[str], Path], tmp_path: Path
+    label_studio: LabelStudio, tiny: Callable[[str], Path], tmp_path: Path, engine: str, count: int, page: str
 ) -> None:
+    if engine == "ray":
+        pytest.importorskip("ray")
     ls = label_studio
-    project, task_ids, annotated = project_with_images(ls, "bulk-cli", 200)
+    project, task_ids, annotated = project_with_images(ls, f"bulk-cli-{engine}", count)
     model_dir = tmp_path / "model_dir"
     env = {**os.environ, "MODEL_DIR": str(model_dir), "LABEL_STUDIO_URL": ls.base_url, "LABEL_STUDIO_API_KEY": ls.token,
-           "PRELABEL_JOB_PAGE_SIZE": "10", "HF_HUB_OFFLINE": "1",
+           "PRELABEL_JOB_PAGE_SIZE": page, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": "",
            "PRELABEL_DEFAULTS": json.dumps({"detection": {"model_id": str(tiny("grounding_dino")),
                                                           "score_threshold": 0.0}})}  # fmt: skip
-    command = [sys.executable, "-m", "backend.cli", "bulk", "--project", str(project)]
+    command = [sys.executable, "-m", "backend.cli", "bulk", "--project", str(project), "--engine", engine]
+    if engine == "ray":
+        command += ["--ray-actors", "2"]  # a local Ray of this machine's CPUs (2 in CI), started by the command
     log = tmp_path / "bulk.log"
     with log.open("wb") as out:
         first = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                  start_new_session=True)  # fmt: skip
         try:
-            wait_for(lambda: finished(model_dir) >= 100 or first.poll() is not None, 300, "half the job",
+            wait_for(lambda: finished(model_dir) >= count // 2 or first.poll() is not None, 300, "half the job",
                      log.read_text)  # fmt: skip
         finally:
             os.killpg(first.pid, signal.SIGKILL)  # kill -9 half-way: no chance to tidy up
             first.wait(10)
     assert first.returncode == -signal.SIGKILL, log.read_text()
     halfway = versions_per_task(ls, project)
-    assert 0 < sum(map(bool, halfway.values())) < 200 - len(annotated)
+    assert 0 < sum(map(bool, halfway.values())) < count - len(annotated)
 
     second = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
@@ -100,7 +108,7 @@ def test_bulk_command_killed_half_way_resumes_to_one_prediction_per_task(
     for task_id in task_ids:
         assert final[task_id] == ([] if task_id in annotated else [version]), task_id
     job = JobStore(model_dir).get(1)
-    assert job is not None and (job.total, job.predicted + job.skipped, job.failed) == (200, 200, 0)
+    assert job is not None and (job.total, job.predicted + job.skipped, job.failed) == (count, count, 0)
 
 
 def test_a_server_job_survives_kill_9_and_a_later_retrieve_adds_nothing(
