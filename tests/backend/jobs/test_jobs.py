@@ -195,3 +195,18 @@ def test_job_routes_are_protected_like_the_others(tmp_path: Path, fake_ls: FakeL
     assert client.post("/jobs", json={"project": PROJECT_ID}).status_code == 401
     assert client.get("/jobs/1").status_code == 401 and client.delete("/jobs/1").status_code == 401
     assert client.get("/jobs/1", auth=("u", "p")).status_code == 404
+
+
+def test_a_view_of_another_project_or_with_or_filters_fails_the_job_with_the_reason(
+    tmp_path: Path, fake_ls: FakeLabelStudio, monkeypatch
+) -> None:
+    item = {"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": 1}
+    fake_ls.views[8] = {"id": 8, "project": PROJECT_ID, "data": {"filters": {"conjunction": "or", "items": [item] * 2}}}
+    fake_ls.views[9] = {"id": 9, "project": PROJECT_ID + 1, "data": {}}
+    client = make_client(tmp_path, fake_ls.url, monkeypatch)
+    for view, reason in [(8, "view 8 joins its filters with OR"), (9, f"view 9 is not a tab of project {PROJECT_ID}")]:
+        job_id = client.post("/jobs", json={"project": PROJECT_ID, "view": view}).json["id"]
+        client.service.jobs.run_next()
+        body = client.get(f"/jobs/{job_id}").json
+        assert body["state"] == "failed" and reason in body["error"]
+    assert fake_ls.stored == []
