@@ -1,7 +1,8 @@
 """``prelabel`` command: ``serve``, ``bulk`` and ``adapters``.
 
 ``serve`` runs the backend under gunicorn; ``bulk`` prelabels a project in the foreground as a bulk job (see
-``backend.jobs``) with a progress bar; ``adapters`` lists the models.
+``backend.jobs``) with a progress bar; ``predict`` prelabels image files into Label Studio import JSON, before
+importing; ``adapters`` lists the models.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
@@ -52,7 +54,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="local: predict in this process; ray: on Ray actors (local Ray, or RAY_ADDRESS), prelabel[ray]",
     )  # fmt: skip
     bulk.add_argument("--ray-actors", type=int, help="Ray actors (default: one per GPU, else one per CPU)")
+    offline = commands.add_parser(
+        "predict",
+        help="prelabel image files into Label Studio import JSON (tasks with predictions), before importing",
+        description="Predict image files with a label config and write Label Studio import JSON: one task per "
+        "image with its prediction. Images are named by their path below the folder common to all of them: by "
+        "default as Label Studio's local-files URL (/data/local-files/?d=<path>), or below --image-root-url.",
+    )
+    offline.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    offline.add_argument("--config", required=True, type=Path, help="the project's label config (XML file)")
+    offline.add_argument("--extra-params", default=None, help="the project's extra params: JSON, or @file.json")
+    offline.add_argument("-o", "--output", required=True, type=Path, help="where to write the tasks (JSON)")
+    offline.add_argument("--image-root-url", help="URL Label Studio will serve the images' common folder from")
     args = parser.parse_args(argv)
+    if args.command == "predict":
+        return _predict_offline(args)
     if args.command == "bulk":
         return _bulk(args)
     if args.command == "adapters":
@@ -193,6 +209,44 @@ def _bulk(args: argparse.Namespace) -> int:
     bar.close()
     print(summary(final, store.failures(final.id)))
     return 0 if final.state == "done" else 1
+
+
+def _predict_offline(args: argparse.Namespace) -> int:
+    """Predict image files into import JSON, with a progress bar on stderr and a summary."""
+    import dataclasses
+    import json
+    import logging
+
+    from backend.errors import BadRequest
+    from backend.jobs.offline import common_root, image_files, write_import_json
+    from backend.plan import parse_extra_params
+    from backend.service import PrelabelService
+    from backend.settings import ServerSettings, SettingsError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.update(_NO_PROGRESS_BARS)
+    try:
+        files = image_files(args.images)
+        root = common_root(files)
+        settings = dataclasses.replace(ServerSettings.from_env(), local_files_document_root=root, preload_projects=0)
+        raw = args.extra_params
+        if raw and raw.startswith("@"):
+            raw = Path(raw[1:]).read_text()
+        service = PrelabelService(settings)
+        plan = service.plan(args.config.read_text(), parse_extra_params(json.loads(raw) if raw else None))
+        with args.output.open("w") as out:
+            total = len(files)
+            summary = write_import_json(files, root, plan, service.runner, out, args.image_root_url,
+                                        lambda done: print(f"\r{done}/{total} images", end="", file=sys.stderr))  # fmt: skip
+    except (BadRequest, SettingsError, OSError, json.JSONDecodeError) as exc:
+        print(f"prelabel: {exc}", file=sys.stderr)
+        return 2
+    print(file=sys.stderr)
+    print(f"{summary.tasks} tasks written to {args.output} ({plan.model_version}): {summary.predicted} predicted, "
+          f"{len(summary.failed)} without a prediction")  # fmt: skip
+    for path, reason in list(summary.failed.items())[:5]:
+        print(f"  {path}: {reason}")
+    return 0 if not summary.failed else 1
 
 
 def _device_problem(settings: Any) -> str | None:
