@@ -7,13 +7,19 @@ JPEGs; a Choices project is predicted by CLIP.
   overhead on one machine, throughput ratio. Target >= 0.8.
 - B1c: peak RSS of ``prelabel bulk`` (a fresh process each) over 10,000 tasks ÷ over 1,000, tiny CLIP: memory is
   flat when the job streams. Target <= 1.1.
+
+As in P1, OpenMP threads wait passively: on a shared 2-core machine, spinning threads of one side would slow the
+other's image decoding and skew the ratios.
 """
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (Ray actors inherit it)
+
 import io
 import json
-import os
 import subprocess
 import sys
 import tempfile
