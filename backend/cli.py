@@ -1,8 +1,12 @@
-"""``prelabel`` command: ``serve``, ``bulk`` and ``adapters``.
+"""``prelabel`` command: ``serve``, ``adapters``, ``preview``, ``label-next``, ``report``, ``bulk``, ``predict``.
 
-``serve`` runs the backend under gunicorn; ``bulk`` prelabels a project in the foreground as a bulk job (see
-``backend.jobs``) with a progress bar; ``predict`` prelabels image files into Label Studio import JSON, before
-importing; ``adapters`` lists the models.
+``serve`` runs the backend under gunicorn; ``adapters`` lists the models; ``preview`` predicts a project's first tasks
+on a running server (nothing written) and prints each label's score distribution, to tune thresholds before a bulk run;
+``label-next`` makes a project's "Label next" tab in Label Studio with the server's settings (``MODEL_DIR``,
+``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY``); ``report`` prints how a project's annotations compare with the
+model's predictions (or writes the HTML page with ``-o``), with the same settings; ``bulk`` prelabels a project in the
+foreground as a bulk job (see ``backend.jobs``) with a progress bar; ``predict`` prelabels image files into Label
+Studio import JSON, before importing.
 """
 
 from __future__ import annotations
@@ -66,17 +70,78 @@ def main(argv: Sequence[str] | None = None) -> int:
     offline.add_argument("--extra-params", default=None, help="the project's extra params: JSON, or @file.json")
     offline.add_argument("-o", "--output", required=True, type=Path, help="where to write the tasks (JSON)")
     offline.add_argument("--image-root-url", help="URL Label Studio will serve the images' common folder from")
+
+    preview = commands.add_parser("preview", help="predict a project's first tasks on a running server, write nothing")
+    preview.add_argument("--project", type=int, required=True, help="Label Studio project id")
+    preview.add_argument("--tasks", type=int, default=5, help="how many of its first tasks (1-50)")
+    preview.add_argument(
+        "--server",
+        default=os.environ.get("PRELABEL_URL", "http://127.0.0.1:9090"),
+        help="prelabel's URL (PRELABEL_URL)",
+    )
+    preview.add_argument("--extra-params", help="trial settings instead of the project's: JSON, or @file.json")
+    preview.add_argument("--json", action="store_true", help="print the server's whole answer (regions included)")
+    label_next = commands.add_parser(
+        "label-next", help="create or update a project's 'Label next' Data Manager tab (most uncertain first)"
+    )
+    label_next.add_argument("--project", type=int, required=True, help="Label Studio's project id")
+    report = commands.add_parser("report", help="how a project's annotations compare with the model's predictions")
+    report.add_argument("--project", type=int, required=True, help="Label Studio's project id")
+    report.add_argument("--version", help="model version to review (default: the one the project's backend serves)")
+    report.add_argument("-o", "--output", help="write the HTML report to this file instead of printing a table")
+    report.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     if args.command == "predict":
         return _predict_offline(args)
     if args.command == "bulk":
         return _bulk(args)
+    if args.command == "report":
+        return _report(args)
+    if args.command == "preview":
+        return _preview(args)
+    if args.command == "label-next":
+        return _label_next(args.project)
     if args.command == "adapters":
         from model_adapters.registry import available_adapters
 
         print("\n".join(available_adapters()))
         return 0
     return _serve(args)
+
+
+def _preview(args: argparse.Namespace) -> int:
+    import json
+
+    import requests
+
+    from backend.preview_table import preview_table
+
+    body: dict[str, Any] = {"project": args.project, "tasks": args.tasks}
+    if args.extra_params is not None:
+        text = args.extra_params
+        try:
+            if text.startswith("@"):
+                with open(text[1:], encoding="utf-8") as f:
+                    text = f.read()
+            body["extra_params"] = json.loads(text)
+        except (OSError, ValueError) as exc:
+            print(f"prelabel preview: --extra-params: {exc}", file=sys.stderr)
+            return 2
+    user, password = os.environ.get("BASIC_AUTH_USER"), os.environ.get("BASIC_AUTH_PASS")
+    try:
+        response = requests.post(
+            f"{args.server.rstrip('/')}/preview", json=body, auth=(user, password or "") if user else None, timeout=600
+        )
+        answer = response.json()
+    except (requests.RequestException, ValueError) as exc:
+        print(f"prelabel preview: no answer from {args.server}: {exc}", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        why = answer.get("error", answer) if isinstance(answer, dict) else answer
+        print(f"prelabel preview: {response.status_code}: {why}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer, indent=2) if args.json else preview_table(answer))
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -247,6 +312,47 @@ def _predict_offline(args: argparse.Namespace) -> int:
     for path, reason in list(summary.failed.items())[:5]:
         print(f"  {path}: {reason}")
     return 0 if not summary.failed else 1
+
+
+def _label_next(pid: int) -> int:
+    import json
+
+    from backend.errors import BadRequest
+    from backend.service import PrelabelService
+    from backend.settings import ServerSettings, SettingsError
+
+    try:
+        print(json.dumps(PrelabelService(ServerSettings.from_env()).label_next(pid)))
+    except (SettingsError, BadRequest) as exc:
+        print(f"prelabel: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    import json
+
+    from backend.errors import BadRequest
+    from backend.review.render import report_html, report_table
+    from backend.service import PrelabelService
+    from backend.settings import ServerSettings, SettingsError
+
+    try:
+        report = PrelabelService(ServerSettings.from_env()).review(args.project, args.version)
+    except (SettingsError, BadRequest) as exc:
+        print(f"prelabel: {exc}", file=sys.stderr)
+        return 2
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(report_html(report))
+        except OSError as exc:
+            print(f"prelabel report: cannot write {args.output}: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.output}: {report['annotations']} annotations compared")
+        return 0
+    print(json.dumps(report, indent=2) if args.json else report_table(report))
+    return 0
 
 
 def _device_problem(settings: Any) -> str | None:

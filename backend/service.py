@@ -20,6 +20,7 @@ from backend.jobs.pages import JobFilter
 from backend.jobs.report import describe
 from backend.jobs.runner import JobError, JobRunner, LocalEngine, Target
 from backend.jobs.store import JobStore
+from backend.learning.examples import teaching
 from backend.learning.learner import Learner, Services
 from backend.learning.settings import learning_settings
 from backend.ls_client import LabelStudioAPIError, LabelStudioClient
@@ -27,6 +28,12 @@ from backend.media import MediaFetcher
 from backend.models import ModelPool
 from backend.plan import Plan, build_plan, check_server_defaults, parse_extra_params
 from backend.preview import first_tasks, report
+from backend.ranking.settings import ranking_settings
+from backend.ranking.strategies import agreement, boosted, label_counts
+from backend.ranking.tabs import ensure_tab, label_next_tab, score_source
+from backend.review import gauges
+from backend.review.fetch import Skipped, backend_version, pairs
+from backend.review.metrics import review_report
 from backend.runner import Outcome, RequestBudget, Runner
 from backend.settings import ServerSettings
 from backend.store import ProjectRecord, ProjectStore, project_id
@@ -85,6 +92,7 @@ class PrelabelService:
         try:
             params = parse_extra_params(extra_params)
             learning_settings(params)
+            ranking_settings(params)
             plan = self.plan(label_config, params)
             record = ProjectRecord(project, label_config, params, hostname, access_token, plan.model_version)
             served = self.learner.serve(record, plan)
@@ -176,7 +184,7 @@ class PrelabelService:
         config = label_config or (record.label_config if record else None)
         if not config:
             raise BadRequest("predict needs a label_config (or a project set up through /setup first)")
-        plan = self.plan(config, record.extra_params if record else {})
+        base = plan = self.plan(config, record.extra_params if record else {})
         if record is not None and config == record.label_config:
             plan = self.learner.serve(record, plan)
         ls = self.label_studio(record)
@@ -187,6 +195,7 @@ class PrelabelService:
         todo = [t for t in tasks if not (isinstance(t, dict) and t.get("id") in held)]  # a job writes those
         budget = RequestBudget(self.settings.predict_budget, client_gone)
         outcome = self.runner.predict(todo, plan, ls, budget)
+        self._rerank(todo, outcome.entries, plan, base, record, budget)
         job = None
         if outcome.unreached and pid is not None and ls is not None and self.settings.handoff:
             # Label Studio stores nothing of an answer its caller no longer waits for: then the job does every task
@@ -246,7 +255,90 @@ class PrelabelService:
         ls = self.label_studio(record)
         if ls is None:
             raise JobError("bulk jobs read and write through Label Studio's API: set LABEL_STUDIO_URL")
-        return Target(self.learner.serve(record, self.plan(record.label_config, record.extra_params)), ls)
+        base = self.plan(record.label_config, record.extra_params)
+        plan = self.learner.serve(record, base)
+
+        def rescore(tasks: list[Any], entries: list[Any]) -> None:
+            self._rerank(tasks, entries, plan, base, record, RequestBudget())
+
+        return Target(plan, ls, rescore)
+
+    def _rerank(
+        self, tasks: list[Any], entries: list[Any], plan: Plan, base: Plan, record: ProjectRecord | None,
+        budget: RequestBudget,
+    ) -> None:  # fmt: skip
+        """Scores the runner cannot make alone (``backend.ranking``).
+
+        A learned version's disagreement with the zero-shot one (the tasks it predicted, predicted again with the base
+        plan within the request's budget), and the rare-label boost (from the project's annotations).
+        """
+        ranking = plan.ranking
+        done = [i for i, entry in enumerate(entries) if isinstance(entry, dict)]
+        ensemble = any(t.members or (t.detector is not None and t.detector.members) for t in plan.targets)
+        if ranking.strategy == "disagreement" and plan.model_version != base.model_version and not ensemble and done:
+            second = self.runner.predict([tasks[i] for i in done], base, self.label_studio(record), budget).entries
+            for i, other in zip(done, second, strict=True):
+                if isinstance(other, dict):
+                    entries[i]["score"] = agreement(entries[i]["result"], other["result"])
+        pid = project_id(record.project) if record else None
+        if ranking.rare_boost > 0 and pid is not None and done:
+            counts = label_counts(a.result for a in teaching(self.learner.store.annotations(pid)))
+            labels = {t.target.control: t.target.labels for t in plan.targets}
+            for i in done:
+                entries[i]["score"] = boosted(
+                    entries[i]["score"], entries[i]["result"], counts, labels, ranking.rare_boost
+                )
+
+    def label_next(self, pid: int) -> dict[str, Any]:
+        """Create or update the project's "Label next" Data Manager tab (``backend.ranking.tabs``); idempotent.
+
+        The project's prediction scores are pointed at the backend's current version (``score_source``), so the tab's
+        ordering has scores to sort by.
+
+        Raises:
+            BadRequest: The project is not set up here, Label Studio's URL is unknown, or its API refused.
+        """
+        ls = self._project_api(pid)
+        try:
+            made = ensure_tab(ls, pid, label_next_tab())
+            return {**made, "scores_from": score_source(ls, pid, self.store.versions(str(pid)))}
+        except LabelStudioAPIError as exc:
+            raise BadRequest(f"could not create the Label next tab of project {pid}: {exc}") from None
+
+    def review(self, pid: int, version: str | None = None) -> dict[str, Any]:
+        """The project's review report (``backend.review``): its annotations against the model's predictions.
+
+        Predictions of ``version``, by default the project's ML backend's current version; the report also sets the
+        review gauges at ``/metrics``.
+
+        Raises:
+            BadRequest: The project is not set up here, Label Studio's URL is unknown, or its API refused.
+        """
+        ls = self._project_api(pid)
+        skipped = Skipped()
+        try:
+            version = version or backend_version(ls, pid, self.store.versions(str(pid)))
+            report = review_report(
+                pairs(ls, pid, version, skipped), skipped, project=pid, version=version,
+                link=lambda task: ls.url(f"/projects/{pid}/data?task={task}"),
+            )  # fmt: skip
+        except LabelStudioAPIError as exc:
+            raise BadRequest(f"could not read project {pid}'s annotations: {exc}") from None
+        gauges.publish(report)
+        return report
+
+    def _project_api(self, pid: int) -> LabelStudioClient:
+        """Label Studio's API for a project (``LABEL_STUDIO_URL``, else what its ``/setup`` said), or why not."""
+        record = self.store.find(pid)
+        ls = self.label_studio(record)
+        if ls is None and record is None:
+            raise BadRequest(
+                f"project {pid} is not connected to this backend yet (add the backend in the project's Settings > "
+                "Model), and LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY are not set"
+            )
+        if ls is None:
+            raise BadRequest("this needs Label Studio's API: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
+        return ls
 
     def preview(
         self, project_id: int, count: int, extra_params: Any = None, client_gone: Callable[[], bool] = lambda: False

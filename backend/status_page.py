@@ -12,6 +12,7 @@ import time
 from html import escape
 from typing import TYPE_CHECKING
 
+from backend.log_redaction import redact
 from backend.store import Event, project_id
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ def _projects(service: PrelabelService) -> str:
         except ValueError as exc:
             models = f"<span class='failed'>settings no longer valid: {escape(str(exc))}</span>"
         params = (
-            escape(json.dumps(record.extra_params, indent=1))
+            escape(redact(json.dumps(record.extra_params, indent=1)))  # per-project API keys
             if record.extra_params
             else "<span class='muted'>none</span>"
         )

@@ -29,6 +29,9 @@ _FAMILY_MODULES = (
     "sam",
     "sam2",
     "sam3",
+    "roboflow",
+    "kosmos2",
+    "florence2",
 )
 
 _ADAPTERS: dict[str, type[Adapter]] = {}

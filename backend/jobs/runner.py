@@ -77,10 +77,15 @@ class LocalEngine:
 
 @dataclass(frozen=True)
 class Target:
-    """What a job predicts with: the project's served plan and its Label Studio."""
+    """What a job predicts with: the project's served plan and its Label Studio.
+
+    ``rescore(tasks, entries)`` adds, in place, the scores ``/predict`` adds after the runner (``backend.ranking``),
+    so a job's predictions are ``/predict``'s.
+    """
 
     plan: Plan
     ls: LabelStudioClient
+    rescore: Callable[[list[Any], list[Any]], None] = lambda tasks, entries: None
 
 
 @dataclass(frozen=True)
@@ -224,6 +229,7 @@ class JobRunner:
                 log.warning("job %s: %s; trying again", job.id, exc)
                 outcome = self._retrying(job.id, lambda: self.engine.submit(todo, target.plan, target.ls,
                                                                             pending.budget)())  # fmt: skip
+        target.rescore(todo, outcome.entries)
         unstarted = set(outcome.unreached)
         predicted = [(t["id"], e) for t, e in zip(todo, outcome.entries, strict=True) if isinstance(e, dict)]
         tries = iter(range(len(self.retry_pauses) + 1))

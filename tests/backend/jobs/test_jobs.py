@@ -210,3 +210,35 @@ def test_a_view_of_another_project_or_with_or_filters_fails_the_job_with_the_rea
         body = client.get(f"/jobs/{job_id}").json
         assert body["state"] == "failed" and reason in body["error"]
     assert fake_ls.stored == []
+
+
+def test_a_job_scores_tasks_as_predict_does_ranking_included(
+    tmp_path: Path, fake_ls: FakeLabelStudio, monkeypatch
+) -> None:
+    import dataclasses
+
+    from tests.backend.jobs.conftest import EXTRA
+    from tests.backend.refine.colour_models import COLOURS
+    from tests.backend.refine.test_stages import canvas, paint, uri
+
+    both, red = canvas(400, 300), canvas(400, 300)
+    paint(both, (100, 100, 140, 140), COLOURS["red"])
+    paint(both, (200, 100, 240, 140), COLOURS["green"])
+    paint(red, (100, 100, 140, 140), COLOURS["red"])
+    fake_ls.tasks[1]["data"]["image"], fake_ls.tasks[2]["data"]["image"] = uri(both), uri(red)
+    client = make_client(tmp_path, fake_ls.url, monkeypatch,
+                         extra={**EXTRA, "active_learning": {"strategy": "disagreement"}})  # fmt: skip
+
+    def learned(record, plan):  # a "fit" whose Person threshold drops the green box
+        (target,) = plan.targets
+        post = dataclasses.replace(target.post, label_thresholds={"Person": 0.9})
+        return dataclasses.replace(plan, targets=(dataclasses.replace(target, post=post),),
+                                   model_version=f"{plan.model_version}-fit1")  # fmt: skip
+
+    client.service.learner.serve = learned
+    client.post("/jobs", json={"project": PROJECT_ID, "task_ids": [1, 2]})
+    client.service.jobs.run_next()
+    stored = fake_ls.per_task()
+    # both: learned {Car} against zero-shot {Car, Person}: 2 x 1 / (1 + 2); red: the same box on both sides
+    assert [stored[1][0]["score"], stored[2][0]["score"]] == pytest.approx([2 / 3, 1.0])
+    assert stored[1][0]["model_version"].endswith("-fit1")
