@@ -21,10 +21,8 @@ from typing import Any
 from backend.jobs.pages import JobFilter
 from backend.sqlite_file import SQLiteFile
 
-__all__ = ["ACTIVE", "FINISHED", "Counts", "Job", "JobStore"]
+__all__ = ["Counts", "Job", "JobStore", "worker_name"]
 
-ACTIVE = ("queued", "running")
-FINISHED = ("done", "failed", "cancelled")
 FAILURES_SHOWN = 20  # first reasons in a job's answer; all are kept
 
 _SCHEMA = """
