@@ -144,3 +144,26 @@ def test_a_server_job_survives_kill_9_and_a_later_retrieve_adds_nothing(
         after = versions_per_task(ls, project)
         assert all(after[task_id] == [version] for task_id in task_ids), after
         assert "prelabel_job_tasks_total" in requests.get(f"{server.url}/metrics", timeout=10).text
+
+
+def test_a_retrieve_over_its_budget_hands_the_rest_to_a_job_and_nothing_is_lost_or_duplicated(
+    label_studio: LabelStudio, tiny: Callable[[str], Path], tmp_path: Path
+) -> None:
+    ls = label_studio
+    project, task_ids, _ = project_with_images(ls, "bulk-handoff", 12)
+    # A budget no request can meet: the retrieve predicts nothing in time and hands every task to a job.
+    env = {"LABEL_STUDIO_URL": ls.base_url, "LABEL_STUDIO_API_KEY": ls.token, "PRELABEL_PREDICT_BUDGET": "0.001"}
+    extra = {"detection": {"model_id": str(tiny("grounding_dino")), "score_threshold": 0.0}}
+    with PrelabelServer(tmp_path / "server", env, workers=2) as server:
+        ls.add_ml_backend(project, server.url, title="prelabel", extra_params=extra)
+        ls.retrieve_predictions(project)
+        (job,) = requests.get(f"{server.url}/jobs", timeout=10).json()["jobs"]
+        assert job["origin"] == "retrieve" and job["filter"]["task_ids"] == sorted(task_ids), job
+        ls.retrieve_predictions(project)  # while the job runs, or after: Label Studio stores no second prediction
+        state = lambda: requests.get(f"{server.url}/jobs/{job['id']}", timeout=10).json()  # noqa: E731
+        wait_for(lambda: state()["state"] == "done", 300, "the handed-off job's end", server.log_tail)
+        ls.retrieve_predictions(project)
+        versions = versions_per_task(ls, project)
+        (version,) = {v for found in versions.values() for v in found}
+        assert all(versions[t] == [version] for t in task_ids), versions  # annotated ones too: a retrieve's tasks
+        assert f"bulk job {job['id']} predicts them" in requests.get(f"{server.url}/", timeout=10).text
