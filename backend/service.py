@@ -192,7 +192,7 @@ class PrelabelService:
             return self.runner.interactive(tasks, context, plan, ls)
         pid = project_id(project) if record is not None else None
         held = self.jobs.store.pending_tasks(pid) if pid is not None and self.settings.handoff else set()
-        todo = [t for t in tasks if not (isinstance(t, dict) and t.get("id") in held)]  # a job writes those
+        todo = [t for t in tasks if not _held(t, held)]  # a job writes those
         budget = RequestBudget(self.settings.predict_budget, client_gone)
         outcome = self.runner.predict(todo, plan, ls, budget)
         self._rerank(todo, outcome.entries, plan, base, record, budget)
@@ -206,7 +206,7 @@ class PrelabelService:
         if len(todo) == len(tasks):
             return outcome.entries
         answers = iter(outcome.entries)
-        return [[] if isinstance(t, dict) and t.get("id") in held else next(answers) for t in tasks]
+        return [[] if _held(t, held) else next(answers) for t in tasks]
 
     def submit_job(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Queue a bulk job (``POST /jobs``), or answer the unfinished one with the same filter; and whether it is new.
@@ -460,3 +460,8 @@ class PrelabelService:
     def versions(self, project: str | None) -> list[str]:
         """Model versions this backend has produced for a project (all projects when ``None``)."""
         return self.store.versions(project)
+
+
+def _held(task: Any, held: set[int]) -> bool:
+    """Whether a bulk job holds this task (its predictions come through the API)."""
+    return isinstance(task, dict) and isinstance(task.get("id"), int) and task["id"] in held

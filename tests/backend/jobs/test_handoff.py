@@ -53,3 +53,14 @@ def test_no_handoff_when_turned_off(tmp_path: Path, fake_ls: FakeLabelStudio, mo
     tasks = [make_task(i, fake_ls.tasks[i]["data"]["image"]) for i in range(1, 7)]
     results = client.post("/predict", json={"project": PROJECT, "tasks": tasks}).json["results"]
     assert results[4:] == [[], []] and client.get("/jobs").json["jobs"] == []
+
+
+def test_odd_task_ids_are_not_held_and_do_not_break_predict(
+    tmp_path: Path, fake_ls: FakeLabelStudio, monkeypatch
+) -> None:
+    client = make_client(tmp_path, fake_ls.url, monkeypatch)
+    client.post("/jobs", json={"project": PROJECT_ID, "task_ids": [1]})  # a job holds task 1
+    tasks = [{**make_task(1, fake_ls.tasks[1]["data"]["image"]), "id": [1]},
+             {**make_task(2, fake_ls.tasks[2]["data"]["image"]), "id": {"1": 1}}]  # fmt: skip
+    answer = client.post("/predict", json={"project": PROJECT, "tasks": tasks})
+    assert answer.status_code == 200 and all(answer.json["results"]), answer.json
