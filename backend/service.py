@@ -19,7 +19,7 @@ from backend.jobs.loop import JobLoop
 from backend.jobs.pages import JobFilter
 from backend.jobs.report import describe
 from backend.jobs.runner import JobError, JobRunner, LocalEngine, Target
-from backend.jobs.store import JobStore
+from backend.jobs.store import Job, JobStore
 from backend.learning.examples import teaching
 from backend.learning.learner import Learner, Services
 from backend.learning.settings import learning_settings
@@ -28,6 +28,8 @@ from backend.media import MediaFetcher
 from backend.models import ModelPool
 from backend.plan import Plan, build_plan, check_server_defaults, parse_extra_params
 from backend.preview import first_tasks, report
+from backend.ranking.closing_loop import ORIGIN as CLOSING_LOOP
+from backend.ranking.closing_loop import most_uncertain, show_version
 from backend.ranking.settings import ranking_settings
 from backend.ranking.strategies import agreement, boosted, label_counts
 from backend.ranking.tabs import ensure_tab, label_next_tab, score_source
@@ -68,11 +70,12 @@ class PrelabelService:
             label_studio=self.label_studio,
             predict=lambda tasks, plan, ls: self.runner.predict(tasks, plan, ls).entries,
             model_wait=settings.model_wait,
+            fitted=self._repredict_after_fit,
         )
         self.learner = Learner(settings.model_dir, self.store, services, debounce=settings.fit_debounce)
         engine = LocalEngine(self.runner.predict)
         runner = JobRunner(JobStore(settings.model_dir), self.job_target, engine, settings.job_page_size)
-        self.jobs = JobLoop(runner)
+        self.jobs = JobLoop(runner, finished=self._after_job)
 
     def plan(self, label_config: str, extra_params: dict[str, Any]) -> Plan:
         """The plan for a config and a project's settings, with the server's defaults underneath."""
@@ -243,6 +246,38 @@ class PrelabelService:
     def cancel_job(self, job_id: int) -> dict[str, Any] | None:
         """Ask a job to stop (``DELETE /jobs/<id>``): at once when queued, after its current batch when running."""
         return None if self.jobs.store.request_cancel(job_id) is None else self.job(job_id)
+
+    def _repredict_after_fit(self, record: ProjectRecord, version: str) -> None:
+        """The closing loop (``backend.ranking.closing_loop``): a new version re-predicts the most uncertain tasks."""
+        count = ranking_settings(record.extra_params).repredict
+        pid = project_id(record.project)
+        ls = self.label_studio(record)
+        if count == 0 or pid is None:
+            return
+        if ls is None:
+            message = (
+                "active_learning.repredict needs Label Studio's API: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY"
+            )
+            self.store.record_event("active_learning", message, project=record.project)
+            return
+        try:
+            ids = most_uncertain(ls, pid, count, self.store.versions(str(pid)))
+        except LabelStudioAPIError as exc:
+            self.store.record_event(
+                "active_learning", f"could not rank the tasks to re-predict: {exc}", project=record.project
+            )
+            return
+        if ids:
+            job, _ = self.jobs.submit(pid, JobFilter(task_ids=tuple(sorted(ids))), origin=CLOSING_LOOP)
+            log.info("project %s: %s re-predicts %d tasks as job %s", record.project, version, len(ids), job.id)
+
+    def _after_job(self, job: Job) -> None:
+        """A closing-loop job that is done points the project's scores at the version it wrote, so the tab re-orders."""
+        if job.origin != CLOSING_LOOP or job.state != "done" or not job.model_version:
+            return
+        ls = self.label_studio(self.store.find(job.project_id))
+        if ls is not None:
+            show_version(ls, job.project_id, job.model_version)
 
     def job_target(self, pid: int) -> Target:
         """What a bulk job of a project predicts with: its served plan (as ``/predict``) and its Label Studio.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from backend.jobs.pages import JobFilter
 from backend.jobs.runner import LEASE_S, JobRunner
@@ -17,7 +18,7 @@ from backend.jobs.store import Job, JobStore, worker_name
 __all__ = ["JobLoop"]
 
 log = logging.getLogger(__name__)
-SERVER_ORIGINS = ("api", "retrieve")
+SERVER_ORIGINS = ("api", "retrieve", "active_learning")
 _POLL_S = 2.0  # jobs asked for in another worker start within this (a local request wakes the loop at once)
 
 
@@ -26,10 +27,12 @@ class JobLoop:
 
     Args:
         runner: Runs a claimed job.
+        finished: Told each job this loop ran, in its final state (what follows a job, e.g. a tab re-ordering).
     """
 
-    def __init__(self, runner: JobRunner) -> None:
+    def __init__(self, runner: JobRunner, finished: Callable[[Job], None] = lambda job: None) -> None:
         self.runner = runner
+        self.finished = finished
         self.store: JobStore = runner.store
         self.worker = worker_name()
         self._wake = threading.Event()
@@ -56,7 +59,12 @@ class JobLoop:
         if job is None:
             return None
         log.info("job %s (project %s, %s) started by %s", job.id, job.project_id, job.origin, self.worker)
-        return self.runner.run(job, self.worker)
+        ended = self.runner.run(job, self.worker)
+        try:
+            self.finished(ended)
+        except Exception:  # what follows a job never undoes it
+            log.exception("after job %s", job.id)
+        return ended
 
     def _loop(self) -> None:
         while True:
