@@ -7,6 +7,8 @@ JPEGs; a Choices project is predicted by CLIP.
   overhead on one machine, throughput ratio. Target >= 0.8.
 - B1c: peak RSS of ``prelabel bulk`` (a fresh process each) over 10,000 tasks ÷ over 1,000, tiny CLIP: memory is
   flat when the job streams. Target <= 1.1.
+- B1d: peak RSS of a server process (a fresh one each) where three projects set up with the same CLIP B/32 each
+  predict 8 tasks ÷ the same with one project: projects share a loaded model. Target <= 1.05.
 
 As in P1, OpenMP threads wait passively: on a shared 2-core machine, spinning threads of one side would slow the
 other's image decoding and skew the ratios.
@@ -157,8 +159,35 @@ def _peak_rss_mb(count: int, model: Path) -> float:
     return usage.ru_maxrss / 1024
 
 
+def serve_projects(count: int, model: str) -> None:
+    """In a fresh process (B1d): ``count`` projects with the same model, each set up and predicting 8 tasks."""
+    from backend.app import create_app
+    from backend.settings import ServerSettings
+
+    extra = {"classification": {"model": "clip", "model_id": model}}
+    with StandIn(8, extra) as ls, tempfile.TemporaryDirectory() as work:
+        settings = ServerSettings(model_dir=Path(work), label_studio_url=ls.url, label_studio_api_key="t",
+                                  preload_projects=0, device="cpu")  # fmt: skip
+        client = create_app(settings).test_client()
+        tasks = [{"id": i, "data": {"image": f"/data/upload/{i}.jpg"}} for i in range(1, 9)]
+        for project in range(1, count + 1):
+            body = {"project": f"{project}.1", "schema": CONFIG, "extra_params": extra}
+            assert client.post("/setup", json=body).status_code == 200
+            answer = client.post("/predict", json={"project": f"{project}.1", "tasks": tasks})
+            assert answer.status_code == 200 and all(answer.json["results"]), answer.json
+
+
+def _projects_peak_rss_mb(count: int, model: Path) -> float:
+    code = f"from benchmarks.b1_bulk import serve_projects; serve_projects({count}, {str(model)!r})"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    child = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    assert status == 0, status
+    return usage.ru_maxrss / 1024
+
+
 def run() -> list[Row]:
-    """B1, B1b, B1c."""
+    """B1, B1b, B1c, B1d."""
     from tests.tiny_models import TINY_BUILDERS
 
     clip = real_size_clip(cache_dir() / "clip-b32")
@@ -169,4 +198,7 @@ def run() -> list[Row]:
     small, large = _peak_rss_mb(1_000, tiny), _peak_rss_mb(10_000, tiny)
     rows.append(Row("B1c", "prelabel bulk, tiny CLIP: peak RSS over 10k tasks ÷ over 1k", small, large,
                     large / small, "<= 1.1", unit="MB"))  # fmt: skip
+    one, three = _projects_peak_rss_mb(1, clip), _projects_peak_rss_mb(3, clip)
+    rows.append(Row("B1d", "3 projects sharing CLIP B/32: peak RSS ÷ 1 project", one, three, three / one, "<= 1.05",
+                    unit="MB"))  # fmt: skip
     return rows
