@@ -40,6 +40,7 @@ class DeticArch:
     swin_window: int = 7
     resnet_layers: tuple[int, ...] = (3, 4, 6, 3)
     resnet_stem: int = 64
+    resnet_base_planes: int = 64
     fpn_channels: int = 256
     fc_dim: int = 1024
     zs_dim: int = 512
@@ -65,7 +66,7 @@ class DeticNet(nn.Module):
             bottom_up: nn.Module = SwinBackbone(arch.swin_embed_dim, arch.swin_depths, arch.swin_heads, arch.swin_window)
             in_features = ("swin1", "swin2", "swin3")
         else:
-            bottom_up = TimmResNet(arch.resnet_layers, arch.resnet_stem)
+            bottom_up = TimmResNet(arch.resnet_layers, arch.resnet_stem, arch.resnet_base_planes)
             in_features = ("layer3", "layer4", "layer5")
         self.backbone = FPN(bottom_up, in_features, arch.fpn_channels)
         self.proposal_strides = [8, 16, 32, 64, 128]

@@ -1,0 +1,178 @@
+"""Parity of the detectron2-free Detic port with outputs of the original code (tests/fixtures/detic, README there).
+
+The tiny Detic (Swin-B architecture, reduced widths) is loaded from the fixture's state dict through the real
+checkpoint mapping; every stage is compared with what Detic/detectron2 recorded on the same inputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model_adapters.detic_net.centernet import ProposalSettings, decode_proposals
+from model_adapters.detic_net.checkpoint import (
+    DeticCheckpointError,
+    arch_from_state_dict,
+    build_from_state_dict,
+    check_keys,
+    expected_keys,
+    load_detic,
+    map_state_dict,
+)
+from model_adapters.detic_net.model import DeticNet
+from model_adapters.detic_net.preprocess import batch_images, resize_image
+from model_adapters.detic_net.roi_heads import DetectionSettings, classifier_weight
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures" / "detic"
+IMAGES = {"img1": "input_img1_grace_hopper.png", "img2": "input_img2_crop300x500.png"}
+# The fixture README's suggested port tolerances (float32, CPU).
+FEAT_ATOL, FEAT_RTOL, BOX_ATOL, SCORE_ATOL = 1e-4, 1e-3, 1e-2, 1e-5
+
+
+@pytest.fixture(scope="module")
+def net() -> DeticNet:
+    return load_detic(FIX / "tiny_detic_swinb.pth")
+
+
+@pytest.fixture(scope="module")
+def zs_weight() -> torch.Tensor:
+    return classifier_weight(torch.from_numpy(np.load(FIX / "tiny_detic_text_emb.npy")))
+
+
+def ref(img: str) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v) for k, v in np.load(FIX / f"ref_tiny_detic_swinb_{img}.npz").items()}
+
+
+def image(img: str) -> np.ndarray:
+    return np.asarray(Image.open(FIX / IMAGES[img]).convert("RGB"))
+
+
+def close(a: torch.Tensor, b: torch.Tensor, atol: float = FEAT_ATOL, rtol: float = FEAT_RTOL) -> None:
+    assert a.shape == b.shape
+    torch.testing.assert_close(a, b, atol=atol, rtol=rtol)
+
+
+def test_classifier_weight_equals_the_checkpoints_zs_weight(zs_weight: torch.Tensor) -> None:
+    sd = torch.load(FIX / "tiny_detic_swinb.pth", weights_only=True)
+    for k in range(3):
+        close(zs_weight, sd[f"roi_heads.box_predictor.{k}.cls_score.zs_weight"], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("img", IMAGES)
+def test_preprocessing_is_bit_identical(net: DeticNet, img: str) -> None:
+    r = ref(img)
+    batch, sizes = batch_images([resize_image(image(img), 320, 512)], net.size_divisibility)
+    assert sizes == [tuple(r["image_size_resized"].tolist())]
+    assert torch.equal(batch, r["image_tensor"])
+
+
+@pytest.mark.parametrize("img", IMAGES)
+def test_backbone_and_fpn(net: DeticNet, img: str) -> None:
+    r = ref(img)
+    with torch.no_grad():
+        bottom_up = net.backbone.bottom_up(r["image_tensor"])
+        fpn = net.backbone(r["image_tensor"])
+    for name in ("swin1", "swin2", "swin3"):
+        close(bottom_up[name], r[f"backbone/{name}"])
+    for level in range(3, 8):
+        close(fpn[f"p{level}"], r[f"fpn/p{level}"])
+
+
+@pytest.mark.parametrize("img", IMAGES)
+def test_centernet_head_and_proposals(net: DeticNet, img: str) -> None:
+    r = ref(img)
+    with torch.no_grad():
+        heatmaps, regs = net.centernet_head([r[f"fpn/p{lv}"] for lv in range(3, 8)])
+    for lv in range(5):
+        close(heatmaps[lv], r[f"centernet/agn_hm_logits_l{lv}"])
+        close(regs[lv], r[f"centernet/reg_pred_l{lv}"])
+    stored_hm = [r[f"centernet/agn_hm_logits_l{lv}"] for lv in range(5)]
+    stored_reg = [r[f"centernet/reg_pred_l{lv}"] for lv in range(5)]
+    ((boxes, scores),) = decode_proposals(stored_hm, stored_reg, net.proposal_strides, ProposalSettings())
+    assert len(boxes) == 256  # ties at the kthvalue cut would keep more
+    close(boxes, r["proposals/boxes"], atol=BOX_ATOL, rtol=0)
+    close(scores, r["proposals/objectness_logits"], atol=SCORE_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("img", IMAGES)
+def test_cascade_stages_from_stored_proposals(net: DeticNet, zs_weight: torch.Tensor, img: str) -> None:
+    r = ref(img)
+    feats = [r["fpn/p3"], r["fpn/p4"], r["fpn/p5"]]
+    size = tuple(r["image_size_resized"].tolist())
+    with torch.no_grad():
+        stages = net.roi_heads.run_stages(feats, [r["proposals/boxes"]], [size], zs_weight)
+    close(stages[0][0].features, r["stage0/box_head_feat"])
+    for k, (out,) in enumerate(stages):
+        close(out.in_boxes, r[f"stage{k}/in_boxes"], atol=BOX_ATOL, rtol=0)
+        close(out.logits, r[f"stage{k}/cls_logits"])
+        close(out.deltas, r[f"stage{k}/deltas"])
+        close(out.pred_boxes, r[f"stage{k}/pred_boxes"], atol=BOX_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("img", IMAGES)
+@pytest.mark.parametrize("mode", ["allcls", "oneclass"])
+def test_end_to_end_detections_and_masks(net: DeticNet, zs_weight: torch.Tensor, img: str, mode: str) -> None:
+    r, pixels = ref(img), image(img)
+    batch, sizes = batch_images([resize_image(pixels, 320, 512)], net.size_divisibility)
+    settings = DetectionSettings(score_thresh=1e-4, nms_thresh=0.5, max_detections=100,
+                                 one_class_per_proposal=mode == "oneclass")  # fmt: skip
+    with torch.no_grad():
+        (det,) = net(batch, sizes, [pixels.shape[:2]], zs_weight, settings=settings)
+    assert torch.equal(det.extras["proposal_index"], r[f"{mode}/nms_out/kept_proposal_index"])
+    assert torch.equal(det.classes, r[f"{mode}/pred_classes"])
+    close(det.extras["resized_boxes"], r[f"{mode}/nms_out/boxes"], atol=BOX_ATOL, rtol=0)
+    close(det.boxes, r[f"{mode}/pred_boxes"], atol=BOX_ATOL, rtol=0)
+    close(det.scores, r[f"{mode}/scores"], atol=SCORE_ATOL, rtol=0)
+    if mode == "allcls":
+        close(det.extras["mask_logits"], r["allcls/mask/logits"])
+    shape = r[f"{mode}/pred_masks_shape"].tolist()
+    expected = np.unpackbits(r[f"{mode}/pred_masks_packbits"].numpy(), axis=-1, count=shape[2]).astype(bool)
+    assert list(det.masks.shape) == shape
+    agreement = (det.masks.numpy() == expected).reshape(len(expected), -1).mean(axis=1)
+    assert agreement.min() >= 0.9999
+
+
+def manifest(name: str) -> dict[str, torch.Tensor]:
+    keys = json.loads((FIX / f"manifest_{name}.json").read_text())["keys"]
+    return {k["name"]: torch.empty(k["shape"], device="meta") for k in keys}
+
+
+# Keys dropped per manifest, counted from the fixture README: 3 zs_weight; Swin-B 24 relative_position_index;
+# R50 53 num_batches_tracked + the 2 in21k fc keys; CoDet 149 text_encoder + 24 concept heads + 3 detection_weight.
+DROPPED = {"detic_swinb": 3 + 24, "detic_r50": 3 + 53 + 2, "codet_swinb": 3 + 24 + 149 + 24 + 3}
+
+
+@pytest.mark.parametrize("name", DROPPED)
+def test_every_manifest_key_is_mapped(name: str) -> None:
+    raw = manifest(name)
+    state = map_state_dict({"model": raw}, name)
+    assert len(raw) - len(state) == DROPPED[name]
+    arch = arch_from_state_dict(state, name)
+    with torch.device("meta"):
+        net = DeticNet(arch)
+    check_keys(expected_keys(net), state, name)  # raises on any missing, unexpected or mis-shaped key
+    assert (arch.fpn_channels, arch.fc_dim, arch.zs_dim) == (256, 1024, 512)
+    if arch.backbone == "swin":
+        assert (arch.swin_embed_dim, arch.swin_depths, arch.swin_heads, arch.swin_window) == (
+            128, (2, 2, 18, 2), (4, 8, 16, 32), 7)  # fmt: skip
+    else:
+        assert arch.resnet_layers == (3, 4, 6, 3)
+
+
+def test_checkpoint_errors_name_the_keys() -> None:
+    sd = torch.load(FIX / "tiny_detic_swinb.pth", weights_only=True)
+    broken = dict(sd)
+    del broken["roi_heads.box_head.1.fc2.bias"]
+    broken["roi_heads.extra_head.weight"] = torch.zeros(1)
+    with pytest.raises(DeticCheckpointError) as info:
+        build_from_state_dict(broken, "broken.pth")
+    message = str(info.value)
+    assert "missing keys: roi_heads.box_head.1.fc2.bias" in message
+    assert "unexpected keys: roi_heads.extra_head.weight" in message
+    with pytest.raises(DeticCheckpointError, match="not a Detic/CoDet checkpoint: missing key"):
+        build_from_state_dict({"model": {"backbone.foo": torch.zeros(1)}}, "other.pth")
