@@ -401,7 +401,7 @@ def _resolve(
         adapter, default_id = resolve_adapter(model)
     except UnknownAdapterError as exc:
         raise ProjectSettingsError(f"{where}: {exc}") from None
-    if adapter.task is not task:
+    if adapter.task is not task and task not in adapter.also_serves:
         raise ProjectSettingsError(f"{where}: model {model!r} does {adapter.task.value}, not {task.value}")
     model_id = str(merged.pop("model_id", default_id))
     if model_id.lower().startswith(("http://", "https://")) and model_id not in adapter.variants.values():

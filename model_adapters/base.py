@@ -169,6 +169,7 @@ class Adapter(ABC, Generic[P]):
     max_batch_size: ClassVar[int] = 4
     accepts_examples: ClassVar[bool] = False  # whether prompts may include ExamplePrompt
     zero_shot: ClassVar[bool] = True  # answers from prompts alone; False: only through a learned head (DINOv2)
+    also_serves: ClassVar[tuple[Task, ...]] = ()  # further sections it answers (a detector with its own masks)
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec

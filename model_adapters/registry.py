@@ -19,6 +19,7 @@ _FAMILY_MODULES = (
     "grounding_dino",
     "owl",
     "omdet_turbo",
+    "detic",
     "clip",
     "siglip",
     "blip",

@@ -272,6 +272,37 @@ def sam3(adapter: Any, image: np.ndarray) -> sv.Detections:
 
 
 @torch.inference_mode()
+def detic(adapter: Any, image: np.ndarray) -> sv.Detections:
+    """Detic's demo path on the port's network (proven against the original code in test_detic_net): the classifier
+    as ``reset_cls_test(get_clip_embeddings(vocabulary))`` builds it (CLIP text features of "a " + name, a zero
+    background column, columns L2-normalised), detectron2's PIL resize to 800/1333 and padding to 32."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    from model_adapters.detic_net.roi_heads import DetectionSettings
+
+    clip_dir = adapter.default_text_encoder
+    tokens = AutoTokenizer.from_pretrained(clip_dir)(["a " + p for p in PROMPTS], padding=True, return_tensors="pt")
+    text = CLIPModel.from_pretrained(clip_dir).get_text_features(**tokens)
+    text = getattr(text, "pooler_output", text)
+    zs = torch.cat([text.T, torch.zeros(text.shape[1], 1)], dim=1)
+    zs = zs / zs.norm(dim=0, keepdim=True).clamp(min=1e-12)
+    height, width = image.shape[:2]
+    scale = 800 / min(height, width)
+    new_h, new_w = (800, scale * width) if height < width else (scale * height, 800)
+    if max(new_h, new_w) > 1333:
+        new_h, new_w = new_h * 1333 / max(new_h, new_w), new_w * 1333 / max(new_h, new_w)
+    new_h, new_w = int(new_h + 0.5), int(new_w + 0.5)
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR), dtype=np.float32)
+    mean, std = np.array([123.675, 116.28, 103.53]), np.array([58.395, 57.12, 57.375])
+    padded = np.zeros((-(-new_h // 32) * 32, -(-new_w // 32) * 32, 3), dtype=np.float32)
+    padded[:new_h, :new_w] = (resized - mean) / std
+    pixels = torch.from_numpy(padded).permute(2, 0, 1)[None]
+    (det,) = adapter.net(pixels, [(new_h, new_w)], [(height, width)], zs, settings=DetectionSettings(0.0, 0.5, 100, True))
+    return sv.Detections(xyxy=det.boxes.numpy(), confidence=det.scores.numpy(), class_id=det.classes.numpy(),
+                         mask=det.masks.numpy())  # fmt: skip
+
+
+@torch.inference_mode()
 def dino_embedding(adapter: Any, image: np.ndarray) -> np.ndarray:
     """DINOv2's linear-probe features: the processor's pixels, the model's forward, then the normalised
     ``[CLS, mean(patch tokens)]`` of the final layer norm (register tokens are neither)."""
@@ -295,6 +326,8 @@ REFERENCES: dict[str, Callable[[Any, np.ndarray], sv.Detections]] = {
     "openclip": openclip,
     "fastvit": fastvit,
     "albef": albef,
+    "detic": detic,
+    "codet": detic,
     "sam": sam,
     "sam2": sam2,
     "segment_anything": segment_anything,

@@ -32,6 +32,8 @@ EXTRA_FOR = {
     "owlvit": "hf",
     "owlv2": "hf",
     "omdet_turbo": "hf",
+    "detic": "hf",
+    "codet": "hf",
     "clip": "hf",
     "altclip": "hf",
     "siglip": "hf",

@@ -30,6 +30,8 @@ TINY_FOR = {
     "openclip": "openclip",
     "fastvit": "fastvit",
     "albef": "albef",
+    "detic": "detic",
+    "codet": "detic",
     "dinov2": "dinov2",
     "sam": "sam",
     "sam2": "sam2",

@@ -1,0 +1,263 @@
+"""Detic and CoDet open-vocabulary detectors with masks, from their official checkpoints, on the ``detic_net`` port.
+
+load -> preprocess -> _forward -> postprocess. Images are resized and padded as detectron2's ``DefaultPredictor``
+does (shortest edge ``min_size``, longest at most ``max_size``); the prompts become the classifier: CLIP ViT-B/32
+text embeddings of ``"a " + prompt`` (transformers ``CLIPModel``, ``text_encoder`` setting), computed once per
+prompt set and kept in a small LRU. The answer has boxes (``RectangleLabels``) and the network's own
+class-agnostic masks pasted at the image's size (``PolygonLabels``/``BrushLabels``, no SAM needed).
+
+``model_id`` is the checkpoint: a local ``.pth`` path or an http(s) URL of a published checkpoint, downloaded
+once into ``detic_cache_dir()`` (``$HF_HOME/prelabel/detic``, else ``~/.cache/prelabel/detic``). The network's
+sizes (Swin-B or ResNet-50, widths) are read off the weights; CoDet's checkpoints carry extra training-only keys
+that the loader drops (``detic_net.checkpoint``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlparse
+
+import numpy as np
+import supervision as sv
+
+from model_adapters.base import CLASS_NAME_DATA_FIELD, Adapter, AdapterLoadError, Query, ResizeRule, SettingsError, Task
+from model_adapters.registry import register_adapter
+from model_adapters.torch_utils import missing_path, resolve_device
+
+__all__ = ["CoDet", "Detic", "DeticParams", "detic_cache_dir"]
+
+_DETIC_RELEASES = "https://dl.fbaipublicfiles.com/detic/"
+DEFAULT_TEXT_ENCODER = "openai/clip-vit-base-patch32"
+TEXT_ENCODER_FOLDER = "clip-vit-base-patch32"  # looked for beside the checkpoint before the hub
+PROMPT_PREFIX = "a "  # Detic's and CoDet's vocabulary prompt: "a " + class name
+_TEXT_CACHE_SIZE = 16
+
+
+@dataclass(frozen=True)
+class DeticParams:
+    """Per-request knobs (defaults: the Detic demo's).
+
+    Attributes:
+        score_threshold: Keep a detection whose fused score exceeds this (strictly), as ``SCORE_THRESH_TEST``.
+        nms_threshold: Per-class box IoU above which the lower-scored detection is dropped.
+        max_detections: Most detections per image (``TEST.DETECTIONS_PER_IMAGE``).
+        one_class_per_proposal: Each proposal answers only for its best prompt (the demo's setting).
+        min_size: Shortest image edge after resizing (``INPUT.MIN_SIZE_TEST``).
+        max_size: Longest image edge after resizing (``INPUT.MAX_SIZE_TEST``).
+        text_encoder: CLIP ViT-B/32 (``CLIPModel`` layout) hub id or path for the prompt embeddings; empty: the
+            ``clip-vit-base-patch32`` folder beside the checkpoint if there is one (offline use), else
+            ``openai/clip-vit-base-patch32`` from the hub.
+    """
+
+    score_threshold: float = 0.5
+    nms_threshold: float = 0.5
+    max_detections: int = 100
+    one_class_per_proposal: bool = True
+    min_size: int = 800
+    max_size: int = 1333
+    text_encoder: str = ""
+
+    def __post_init__(self) -> None:
+        """Refuse values the network cannot use."""
+        if not 0 <= self.score_threshold < 1:
+            raise SettingsError(f"detic.score_threshold must be in [0, 1), got {self.score_threshold}")
+        if not 0 < self.nms_threshold <= 1:
+            raise SettingsError(f"detic.nms_threshold must be in (0, 1], got {self.nms_threshold}")
+        if self.max_detections < 1:
+            raise SettingsError(f"detic.max_detections must be >= 1, got {self.max_detections}")
+        if not 32 <= self.min_size <= self.max_size:
+            raise SettingsError(
+                f"detic.min_size and max_size must satisfy 32 <= min_size <= max_size (like 800 and 1333), got "
+                f"{self.min_size} and {self.max_size}"
+            )
+
+
+def detic_cache_dir() -> Path:
+    """Where checkpoints given by URL are downloaded: ``$HF_HOME/prelabel/detic``, else ``~/.cache/prelabel/detic``."""
+    home = os.environ.get("HF_HOME")
+    return Path(home) / "prelabel" / "detic" if home else Path.home() / ".cache" / "prelabel" / "detic"
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+class _TextEncoder:
+    """CLIP text tower -> (C, D) prompt embeddings, cached per (encoder, prompt set)."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self._models: dict[str, tuple[Any, Any]] = {}
+        self._cache: OrderedDict[tuple[str, tuple[str, ...]], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, model_id: str, prompts: tuple[str, ...]) -> Any:
+        import torch
+
+        key = (model_id, prompts)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            tokenizer, model = self._model(model_id)
+            tokens = tokenizer([PROMPT_PREFIX + p for p in prompts], padding=True, truncation=True, return_tensors="pt")
+            with torch.inference_mode():
+                out = model.get_text_features(**tokens.to(self.device))
+            emb = getattr(out, "pooler_output", out).float()
+            self._cache[key] = emb
+            while len(self._cache) > _TEXT_CACHE_SIZE:
+                self._cache.popitem(last=False)
+            return emb
+
+    def _model(self, model_id: str) -> tuple[Any, Any]:
+        if model_id not in self._models:
+            import transformers
+
+            try:
+                tokenizer = transformers.AutoTokenizer.from_pretrained(model_id)
+                model = transformers.CLIPModel.from_pretrained(model_id)
+            except (OSError, ValueError) as exc:
+                reason = " ".join(str(exc).split())
+                raise SettingsError(
+                    f"detic.text_encoder {model_id!r} could not be loaded as a CLIP model ({reason}); give a "
+                    f"CLIPModel hub id or path such as {DEFAULT_TEXT_ENCODER!r}"
+                ) from exc
+            self._models[model_id] = (tokenizer, model.to(self.device).eval())
+        return self._models[model_id]
+
+
+class _DeticFamily(Adapter[DeticParams]):
+    """Shared by Detic and CoDet: same network, same inference; only the checkpoints differ."""
+
+    task = Task.DETECTION
+    also_serves = (Task.SEGMENTATION,)
+    Params = DeticParams
+    max_batch_size = 2
+    source: ClassVar[str]  # where the checkpoints are published, for error messages
+
+    def load(self) -> None:
+        """Load the checkpoint (downloading a published URL once); the text encoder loads on first use."""
+        import torch
+
+        from model_adapters.detic_net.checkpoint import DeticCheckpointError, load_detic
+
+        self.device = resolve_device(self.spec.device)
+        self.dtype = torch.float32  # detectron2's inference dtype; the fixtures' tolerances assume it
+        local = self._local_checkpoint()
+        try:
+            if not local.is_file():
+                local.parent.mkdir(parents=True, exist_ok=True)
+                torch.hub.download_url_to_file(self.spec.model_id, str(local), progress=False)
+            self.net = load_detic(local).to(self.device)
+        except DeticCheckpointError as exc:
+            raise AdapterLoadError(f"{self.name}: {exc}. Use a checkpoint from {self.source}") from exc
+        except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise AdapterLoadError(f"{self.name}: could not read the checkpoint {self.spec.model_id!r}: {reason}") from exc
+        self.text = _TextEncoder(self.device)
+        beside = local.parent / TEXT_ENCODER_FOLDER
+        self.default_text_encoder = str(beside) if beside.is_dir() else DEFAULT_TEXT_ENCODER
+        self.resize_rule = ResizeRule(shortest=DeticParams.min_size, longest=DeticParams.max_size)
+
+    def _local_checkpoint(self) -> Path:
+        model_id = self.spec.model_id
+        if not model_id.startswith(("http://", "https://")):
+            path = Path(model_id).expanduser()
+            if not path.is_file():
+                raise missing_path(self.name, path, "file", f"a checkpoint from {self.source}")
+            return path
+        folder = detic_cache_dir() / hashlib.sha256(model_id.encode()).hexdigest()[:16]
+        cached = folder / (os.path.basename(urlparse(model_id).path) or "model.pth")
+        if not cached.is_file() and _offline():
+            raise AdapterLoadError(
+                f"{self.name}: {model_id} is not downloaded yet and HF_HUB_OFFLINE is set; download it once and "
+                "set model_id to the file's path"
+            )
+        return cached
+
+    def batch_key(self, image_shape: tuple[int, ...]) -> Any:
+        """Only images of one size share a batch: padding to a common size would change Swin's windows."""
+        return tuple(image_shape[:2])
+
+    def preprocess(self, images: Sequence[np.ndarray], query: Query[DeticParams]) -> dict[str, Any]:
+        """Resized, normalised, padded pixels and the classifier built from the prompts' text embeddings."""
+        from model_adapters.detic_net.preprocess import batch_images, resize_image
+        from model_adapters.detic_net.roi_heads import classifier_weight
+
+        p = query.params
+        resized = [resize_image(image, p.min_size, p.max_size) for image in images]
+        pixels, sizes = batch_images(resized, self.net.size_divisibility)
+        prompts = tuple(str(prompt) for prompt in query.prompts)
+        return {
+            "pixels": pixels,
+            "sizes": sizes,
+            "original_sizes": [tuple(image.shape[:2]) for image in images],
+            "zs_weight": classifier_weight(self.text(p.text_encoder or self.default_text_encoder, prompts)),
+            "params": p,
+        }
+
+    def _forward(self, batch: Mapping[str, Any]) -> list[Any]:
+        from model_adapters.detic_net.roi_heads import DetectionSettings
+
+        p: DeticParams = batch["params"]
+        settings = DetectionSettings(p.score_threshold, p.nms_threshold, p.max_detections, p.one_class_per_proposal)
+        return self.net(batch["pixels"], batch["sizes"], batch["original_sizes"], batch["zs_weight"], settings=settings)
+
+    def postprocess(self, raw: Any, images: Sequence[np.ndarray], query: Query[DeticParams]) -> list[sv.Detections]:
+        """One ``Detections`` per image: boxes, fused scores, prompt index and name, and masks."""
+        out = []
+        for det in raw:
+            class_id = det.classes.cpu().numpy().astype(int)
+            out.append(
+                sv.Detections(
+                    xyxy=det.boxes.cpu().numpy().astype(np.float32),
+                    confidence=det.scores.cpu().numpy().astype(np.float32),
+                    class_id=class_id,
+                    mask=det.masks.cpu().numpy(),
+                    data={CLASS_NAME_DATA_FIELD: np.asarray([query.prompts[i] for i in class_id], dtype=object)},
+                )
+            )
+        return out
+
+
+@register_adapter
+class Detic(_DeticFamily):
+    """Detic (CenterNet2 + cascade + CLIP classifier) from the official model zoo (Apache-2.0)."""
+
+    name = "detic"
+    variants: Mapping[str, str] = {
+        # LVIS + COCO + ImageNet-21k image labels: the demo's models, the broadest vocabularies.
+        "swinb_in21k": _DETIC_RELEASES + "Detic_LCOCOI21k_CLIP_SwinB_896b32_4x_ft4x_max-size.pth",
+        "r50_in21k": _DETIC_RELEASES + "Detic_LCOCOI21k_CLIP_R5021k_640b32_4x_ft4x_max-size.pth",
+        # LVIS + ImageNet-21k (standard LVIS benchmark models).
+        "swinb_lvis_in21k": _DETIC_RELEASES + "Detic_LI21k_CLIP_SwinB_896b32_4x_ft4x_max-size.pth",
+        "swinb_lvis": _DETIC_RELEASES + "Detic_LI_CLIP_SwinB_896b32_4x_ft4x_max-size.pth",
+        "r50_lvis": _DETIC_RELEASES + "Detic_LI_CLIP_R5021k_640b64_4x_ft4x_max-size.pth",
+    }
+    default_variant = "swinb_in21k"
+    source = "Detic's model zoo (github.com/facebookresearch/Detic, docs/MODEL_ZOO.md)"
+
+
+@register_adapter
+class CoDet(_DeticFamily):
+    """CoDet (co-occurrence-guided Detic training) from its published checkpoints (Apache-2.0).
+
+    The checkpoints are on Google Drive (links in github.com/CVMI-Lab/CoDet, "Model Zoo"), which gives no direct
+    download URL: download the file once and set ``model_id`` to its path; the variants name the files.
+    """
+
+    name = "codet"
+    variants: Mapping[str, str] = {
+        "swinb_lvis": "CoDet_OVLVIS_SwinB_4x_ft4x.pth",
+        "r50_lvis": "CoDet_OVLVIS_R5021k_4x_ft4x.pth",
+    }
+    default_variant = "swinb_lvis"
+    source = "CoDet's model zoo (github.com/CVMI-Lab/CoDet, README 'Model Zoo', Google Drive)"
