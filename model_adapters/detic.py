@@ -161,7 +161,9 @@ class _DeticFamily(Adapter[DeticParams]):
             raise AdapterLoadError(f"{self.name}: {exc}. Use a checkpoint from {self.source}") from exc
         except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
-            raise AdapterLoadError(f"{self.name}: could not read the checkpoint {self.spec.model_id!r}: {reason}") from exc
+            raise AdapterLoadError(
+                f"{self.name}: could not read the checkpoint {self.spec.model_id!r}: {reason}"
+            ) from exc
         self.text = _TextEncoder(self.device)
         beside = local.parent / TEXT_ENCODER_FOLDER
         self.default_text_encoder = str(beside) if beside.is_dir() else DEFAULT_TEXT_ENCODER

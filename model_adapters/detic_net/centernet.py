@@ -18,15 +18,20 @@ from torchvision.ops import batched_nms
 
 
 class Scale(nn.Module):
+    """A learned per-level scalar (CenterNet's ``Scale``)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.scale = nn.Parameter(torch.ones(1))
 
     def forward(self, x: Tensor) -> Tensor:
+        """Multiply by the learned scale."""
         return x * self.scale
 
 
 class CenterNetHead(nn.Module):
+    """CenterNet's proposal head: shared box tower, heatmap and ltrb regression convs."""
+
     def __init__(self, channels: int, num_levels: int, num_convs: int = 4) -> None:
         super().__init__()
         tower: list[nn.Module] = []
@@ -49,6 +54,8 @@ class CenterNetHead(nn.Module):
 
 @dataclass(frozen=True)
 class ProposalSettings:
+    """CenterNet's test-time proposal knobs (Detic's configs' values as defaults)."""
+
     score_thresh: float = 1e-4
     pre_nms_topk: int = 1000
     nms_thresh: float = 0.9

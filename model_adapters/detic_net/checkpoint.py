@@ -108,6 +108,7 @@ def check_keys(expected: Mapping[str, Any], state: Mapping[str, Any], source: st
 
 
 def expected_keys(net: DeticNet) -> dict[str, torch.Tensor]:
+    """The network's state-dict entries a checkpoint must provide (Swin's index buffers are rebuilt)."""
     return {k: v for k, v in net.state_dict().items() if not k.endswith("relative_position_index")}
 
 

@@ -13,12 +13,15 @@ from torch import Tensor, nn
 
 
 class LastLevelP6P7(nn.Module):
+    """P6 and P7 from P5 by stride-2 3x3 convs (ReLU between), as Detic's ``LastLevelP6P7_P5``."""
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.p6 = nn.Conv2d(channels, channels, 3, 2, 1)
         self.p7 = nn.Conv2d(channels, channels, 3, 2, 1)
 
     def forward(self, p5: Tensor) -> list[Tensor]:
+        """P5 -> [P6, P7]."""
         p6 = self.p6(p5)
         return [p6, self.p7(F.relu(p6))]
 
@@ -41,6 +44,7 @@ class FPN(nn.Module):
         self.size_divisibility = 2**last
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Image batch -> ``{p3..p7}``."""
         feats = self.bottom_up(x)
         prev = None
         out: dict[str, Tensor] = {}

@@ -13,6 +13,8 @@ from torch import Tensor, nn
 
 
 class MaskHead(nn.Module):
+    """detectron2's ``MaskRCNNConvUpsampleHead``, class-agnostic: 4 convs, deconv x2, 1x1 predictor."""
+
     def __init__(self, channels: int, conv_dim: int, num_convs: int = 4) -> None:
         super().__init__()
         self.num_convs = num_convs
@@ -22,6 +24,7 @@ class MaskHead(nn.Module):
         self.predictor = nn.Conv2d(conv_dim, 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(N, C, 14, 14) pooled features -> (N, 1, 28, 28) mask logits."""
         for i in range(self.num_convs):
             x = F.relu(getattr(self, f"mask_fcn{i + 1}")(x))
         return self.predictor(F.relu(self.deconv(x)))
@@ -38,9 +41,7 @@ def paste_masks(probs: Tensor, boxes: Tensor, height: int, width: int, threshold
         x0, y0, x1, y1 = box[0]
         ys = (torch.arange(y0i, y1i, dtype=torch.float32, device=probs.device) + 0.5 - y0) / (y1 - y0) * 2 - 1
         xs = (torch.arange(x0i, x1i, dtype=torch.float32, device=probs.device) + 0.5 - x0) / (x1 - x0) * 2 - 1
-        grid = torch.stack(
-            [xs[None, :].expand(len(ys), len(xs)), ys[:, None].expand(len(ys), len(xs))], dim=2
-        )
+        grid = torch.stack([xs[None, :].expand(len(ys), len(xs)), ys[:, None].expand(len(ys), len(xs))], dim=2)
         sampled = F.grid_sample(probs[i][None, None], grid[None].to(probs.dtype), align_corners=False)
         out[i, y0i:y1i, x0i:x1i] = sampled[0, 0] >= threshold
     return out

@@ -59,11 +59,15 @@ class Detections:
 
 
 class DeticNet(nn.Module):
+    """Backbone + FPN, CenterNet proposals, three-stage cascade and mask head of Detic/CoDet."""
+
     def __init__(self, arch: DeticArch) -> None:
         super().__init__()
         self.arch = arch
         if arch.backbone == "swin":
-            bottom_up: nn.Module = SwinBackbone(arch.swin_embed_dim, arch.swin_depths, arch.swin_heads, arch.swin_window)
+            bottom_up: nn.Module = SwinBackbone(
+                arch.swin_embed_dim, arch.swin_depths, arch.swin_heads, arch.swin_window
+            )
             in_features = ("swin1", "swin2", "swin3")
         else:
             bottom_up = TimmResNet(arch.resnet_layers, arch.resnet_stem, arch.resnet_base_planes)
@@ -77,6 +81,7 @@ class DeticNet(nn.Module):
 
     @property
     def size_divisibility(self) -> int:
+        """Inputs are padded to a multiple of this (the stride of the last bottom-up map)."""
         return self.backbone.size_divisibility
 
     def forward(
@@ -85,10 +90,13 @@ class DeticNet(nn.Module):
         sizes: list[tuple[int, int]],
         original_sizes: list[tuple[int, int]],
         zs_weight: Tensor,
-        proposal_settings: ProposalSettings = ProposalSettings(),
-        settings: DetectionSettings = DetectionSettings(),
+        proposal_settings: ProposalSettings | None = None,
+        settings: DetectionSettings | None = None,
         with_masks: bool = True,
     ) -> list[Detections]:
+        """Padded batch -> one ``Detections`` per image in original-image pixels."""
+        proposal_settings = proposal_settings or ProposalSettings()
+        settings = settings or DetectionSettings()
         feats = self.backbone(images)
         heatmaps, regs = self.centernet_head([feats[f"p{lv}"] for lv in range(3, 8)])
         proposals = decode_proposals(heatmaps, regs, self.proposal_strides, proposal_settings)
@@ -98,10 +106,13 @@ class DeticNet(nn.Module):
         for i, ((h, w), (oh, ow)) in enumerate(zip(sizes, original_sizes, strict=True)):
             scores = fuse_scores([s[i].logits for s in stages], proposals[i][1], settings.one_class_per_proposal)
             boxes, det_scores, classes, index = fast_rcnn_inference(stages[-1][i].pred_boxes, scores, h, w, settings)
-            results.append(self._postprocess(roi_feats, i, boxes, det_scores, classes, index, (h, w), (oh, ow), with_masks))
+            results.append(
+                self._postprocess(roi_feats, i, boxes, det_scores, classes, index, (h, w), (oh, ow), with_masks)
+            )
         return results
 
     def mask_logits(self, roi_feats: list[Tensor], boxes: list[Tensor]) -> Tensor:
+        """(N, 1, 28, 28) mask logits for boxes in resized-image pixels (14x14 ROIAlign on p3-p5)."""
         return self.mask_head(roi_pool(roi_feats, self.roi_strides, boxes, 14))
 
     def _postprocess(

@@ -23,12 +23,15 @@ class FrozenBatchNorm2d(nn.Module):
         self.register_buffer("running_var", torch.ones(channels) - eps)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Apply the frozen affine transform."""
         scale = self.weight * (self.running_var + self.eps).rsqrt()
         bias = self.bias - self.running_mean * scale
         return x * scale.view(1, -1, 1, 1).to(x.dtype) + bias.view(1, -1, 1, 1).to(x.dtype)
 
 
 class Bottleneck(nn.Module):
+    """timm's ResNet bottleneck (stride on the 3x3 conv) with frozen BN."""
+
     def __init__(self, inplanes: int, planes: int, stride: int, downsample: bool) -> None:
         super().__init__()
         out = planes * 4
@@ -45,6 +48,7 @@ class Bottleneck(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """One residual block."""
         y = F.relu(self.bn1(self.conv1(x)))
         y = F.relu(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
@@ -67,6 +71,8 @@ class _Trunk(nn.Module):
 
 
 class TimmResNet(nn.Module):
+    """Detic's TIMM backbone wrapper around a ResNet trunk (weights under ``base.``)."""
+
     def __init__(self, layers: tuple[int, ...] = (3, 4, 6, 3), stem: int = 64, base_planes: int = 64) -> None:
         super().__init__()
         self.base = _Trunk(layers, stem, base_planes)
@@ -74,6 +80,7 @@ class TimmResNet(nn.Module):
         self.strides = {f"layer{i + 2}": 4 * 2**i for i in range(4)}
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Image batch -> ``{layer2..layer5}`` stage outputs (strides 4..32)."""
         b = self.base
         x = F.max_pool2d(F.relu(b.bn1(b.conv1(x))), 3, 2, 1)
         out = {}

@@ -38,6 +38,7 @@ def apply_deltas(deltas: Tensor, boxes: Tensor, weights: tuple[float, float, flo
 
 
 def clip_boxes(boxes: Tensor, height: int, width: int) -> Tensor:
+    """detectron2 ``Boxes.clip``: x into [0, width], y into [0, height]."""
     x = boxes[:, 0::2].clamp(min=0, max=width)
     y = boxes[:, 1::2].clamp(min=0, max=height)
     return torch.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], dim=1)
@@ -61,12 +62,15 @@ def roi_pool(feats: list[Tensor], strides: list[int], boxes: list[Tensor], size:
 
 
 class BoxHead(nn.Module):
+    """detectron2 ``FastRCNNConvFCHead`` with two fully connected layers."""
+
     def __init__(self, in_dim: int, fc_dim: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(in_dim, fc_dim)
         self.fc2 = nn.Linear(fc_dim, fc_dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(N, C, 7, 7) pooled features -> (N, fc_dim)."""
         return F.relu(self.fc2(F.relu(self.fc1(x.flatten(1)))))
 
 
@@ -79,6 +83,7 @@ class ZeroShotClassifier(nn.Module):
         self.temperature = temperature
 
     def forward(self, x: Tensor, zs_weight: Tensor) -> Tensor:
+        """(N, in_dim) features -> (N, C + 1) logits."""
         return self.temperature * F.normalize(self.linear(x), p=2, dim=1) @ zs_weight
 
 
@@ -89,17 +94,22 @@ def classifier_weight(text_embeddings: Tensor) -> Tensor:
 
 
 class BoxPredictor(nn.Module):
+    """Detic's output layers of one stage: zero-shot classifier and class-agnostic box MLP."""
+
     def __init__(self, fc_dim: int, zs_dim: int) -> None:
         super().__init__()
         self.cls_score = ZeroShotClassifier(fc_dim, zs_dim)
         self.bbox_pred = nn.Sequential(nn.Linear(fc_dim, fc_dim), nn.ReLU(), nn.Linear(fc_dim, 4))
 
     def forward(self, x: Tensor, zs_weight: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, fc_dim) features -> (logits (N, C + 1), deltas (N, 4))."""
         return self.cls_score(x, zs_weight), self.bbox_pred(x)
 
 
 @dataclass(frozen=True)
 class DetectionSettings:
+    """``fast_rcnn_inference`` knobs and Detic's ``ONE_CLASS_PER_PROPOSAL``."""
+
     score_thresh: float = 0.02
     nms_thresh: float = 0.5
     max_detections: int = 100
@@ -108,6 +118,8 @@ class DetectionSettings:
 
 @dataclass
 class StageOutput:
+    """One cascade stage on one image: input boxes, box-head features, logits, deltas, decoded boxes."""
+
     in_boxes: Tensor
     features: Tensor
     logits: Tensor
@@ -116,6 +128,8 @@ class StageOutput:
 
 
 class CascadeROIHeads(nn.Module):
+    """Detic's three-stage cascade box heads (box pooler on p3-p5)."""
+
     def __init__(self, channels: int, fc_dim: int, zs_dim: int, strides: list[int], stages: int = 3) -> None:
         super().__init__()
         self.strides = strides
@@ -139,7 +153,11 @@ class CascadeROIHeads(nn.Module):
                 [
                     StageOutput(b, *parts)
                     for b, *parts in zip(
-                        boxes, x.split(counts), logits.split(counts), deltas.split(counts), pred.split(counts),
+                        boxes,
+                        x.split(counts),
+                        logits.split(counts),
+                        deltas.split(counts),
+                        pred.split(counts),
                         strict=True,
                     )
                 ]

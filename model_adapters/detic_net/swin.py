@@ -13,6 +13,8 @@ from torch import Tensor, nn
 
 
 class Mlp(nn.Module):
+    """Transformer MLP: fc1, GELU, fc2."""
+
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
@@ -20,6 +22,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Apply the MLP."""
         return self.fc2(self.act(self.fc1(x)))
 
 
@@ -30,6 +33,8 @@ def _relative_position_index(window: int) -> Tensor:
 
 
 class WindowAttention(nn.Module):
+    """Multi-head self-attention inside windows with a learned relative position bias."""
+
     def __init__(self, dim: int, window: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
@@ -40,6 +45,7 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """(windows * B, N, C) tokens -> same shape; ``mask`` is the shifted windows' mask."""
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         attn = (q * self.scale) @ k.transpose(-2, -1)
@@ -66,6 +72,8 @@ def _from_windows(windows: Tensor, w: int, h: int, wd: int) -> Tensor:
 
 
 class SwinBlock(nn.Module):
+    """Swin block: LN, padded (and shifted) window attention, residual, LN, MLP, residual."""
+
     def __init__(self, dim: int, heads: int, window: int, shift: int) -> None:
         super().__init__()
         self.window, self.shift = window, shift
@@ -75,6 +83,7 @@ class SwinBlock(nn.Module):
         self.mlp = Mlp(dim, 4 * dim)
 
     def forward(self, x: Tensor, h: int, w: int, mask: Tensor) -> Tensor:
+        """(B, h * w, C) tokens -> same shape."""
         b, _, c = x.shape
         ws = self.window
         y = self.norm1(x).view(b, h, w, c)
@@ -92,12 +101,15 @@ class SwinBlock(nn.Module):
 
 
 class PatchMerging(nn.Module):
+    """2x2 neighbourhood concat, LayerNorm, linear to twice the width (odd sizes padded first)."""
+
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
         self.norm = nn.LayerNorm(4 * dim)
 
     def forward(self, x: Tensor, h: int, w: int) -> Tensor:
+        """(B, h * w, C) -> (B, ceil(h/2) * ceil(w/2), 2C)."""
         b, _, c = x.shape
         x = F.pad(x.view(b, h, w, c), (0, 0, 0, w % 2, 0, h % 2))
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
@@ -105,6 +117,8 @@ class PatchMerging(nn.Module):
 
 
 class SwinStage(nn.Module):
+    """A stage of alternating plain and shifted blocks, then patch merging (but for the last)."""
+
     def __init__(self, dim: int, depth: int, heads: int, window: int, downsample: bool) -> None:
         super().__init__()
         self.window = window
@@ -128,6 +142,7 @@ class SwinStage(nn.Module):
         return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
 
     def forward(self, x: Tensor, h: int, w: int) -> tuple[Tensor, Tensor | None]:
+        """-> (stage output tokens, merged tokens for the next stage or None)."""
         mask = self.shift_mask(h, w, x.device)
         for block in self.blocks:
             x = block(x, h, w, mask)
@@ -135,6 +150,8 @@ class SwinStage(nn.Module):
 
 
 class PatchEmbed(nn.Module):
+    """4x4 patch projection after zero-padding to a multiple of the patch size (norm applied by the caller)."""
+
     def __init__(self, dim: int, patch: int = 4) -> None:
         super().__init__()
         self.patch = patch
@@ -142,6 +159,7 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, C, ceil(H/4), ceil(W/4))."""
         h, w = x.shape[-2:]
         x = F.pad(x, (0, (self.patch - w % self.patch) % self.patch, 0, (self.patch - h % self.patch) % self.patch))
         return self.proj(x)
@@ -171,6 +189,7 @@ class SwinBackbone(nn.Module):
         self.strides = {f"swin{i}": 4 * 2**i for i in out_indices}
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Image batch -> ``{swin1..3}`` maps after their LayerNorms."""
         x = self.patch_embed(x)
         h, w = x.shape[-2:]
         x = self.patch_embed.norm(x.flatten(2).transpose(1, 2))
