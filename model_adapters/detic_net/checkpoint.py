@@ -51,7 +51,8 @@ def map_state_dict(raw: Mapping[str, Any], source: str = "checkpoint") -> dict[s
     return out
 
 
-def _count(state: Mapping[str, Any], pattern: str) -> list[int]:
+def count_indices(state: Mapping[str, Any], pattern: str) -> list[int]:
+    """For keys matching ``pattern`` (two groups: outer, inner index): how many inner items each outer one has."""
     found: dict[int, int] = {}
     for key in state:
         if m := re.fullmatch(pattern, key):
@@ -69,7 +70,7 @@ def arch_from_state_dict(state: Mapping[str, Any], source: str = "checkpoint") -
             mask_conv_dim=state["mask_head.mask_fcn1.weight"].shape[0],
         )
         if "backbone.bottom_up.patch_embed.proj.weight" in state:
-            depths = _count(state, r"backbone\.bottom_up\.layers\.(\d+)\.blocks\.(\d+)\.norm1\.weight")
+            depths = count_indices(state, r"backbone\.bottom_up\.layers\.(\d+)\.blocks\.(\d+)\.norm1\.weight")
             tables = [state[f"backbone.bottom_up.layers.{i}.blocks.0.attn.relative_position_bias_table"]
                       for i in range(len(depths))]  # fmt: skip
             return DeticArch(
@@ -82,7 +83,7 @@ def arch_from_state_dict(state: Mapping[str, Any], source: str = "checkpoint") -
             )
         return DeticArch(
             "resnet",
-            resnet_layers=tuple(_count(state, r"backbone\.bottom_up\.base\.layer(\d+)\.(\d+)\.conv1\.weight")),
+            resnet_layers=tuple(count_indices(state, r"backbone\.bottom_up\.base\.layer(\d+)\.(\d+)\.conv1\.weight")),
             resnet_stem=state["backbone.bottom_up.base.conv1.weight"].shape[0],
             resnet_base_planes=state["backbone.bottom_up.base.layer1.0.conv1.weight"].shape[0],
             **common,

@@ -20,12 +20,14 @@ from model_adapters.detic_net.checkpoint import (
     arch_from_state_dict,
     build_from_state_dict,
     check_keys,
+    count_indices,
     expected_keys,
     load_detic,
     map_state_dict,
 )
 from model_adapters.detic_net.model import DeticNet
 from model_adapters.detic_net.preprocess import batch_images, resize_image
+from model_adapters.detic_net.resnet import TimmResNet
 from model_adapters.detic_net.roi_heads import DetectionSettings, classifier_weight
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "detic"
@@ -176,3 +178,30 @@ def test_checkpoint_errors_name_the_keys() -> None:
     assert "unexpected keys: roi_heads.extra_head.weight" in message
     with pytest.raises(DeticCheckpointError, match="not a Detic/CoDet checkpoint: missing key"):
         build_from_state_dict({"model": {"backbone.foo": torch.zeros(1)}}, "other.pth")
+
+
+def test_resnet_frozen_bn_backbone_matches_timm_under_detectron2() -> None:
+    """The R50 trunk (timm layout, FrozenBN) against VLPart's tiny timm ResNet-50 run by the original code.
+
+    Same input tensor as the Detic fixture (the README states they are bit-identical); stride-4..32 maps are
+    stored as their top-left 24x24 crop plus full-map statistics.
+    """
+    sd = torch.load(FIX / "tiny_vlpart_r50.pth", weights_only=True)
+    state = {k.removeprefix("backbone.bottom_up."): v for k, v in map_state_dict(sd).items() if "bottom_up" in k}
+    trunk = TimmResNet(
+        tuple(count_indices(sd, r"backbone\.bottom_up\.base\.layer(\d+)\.(\d+)\.conv1\.weight")),
+        stem=state["base.conv1.weight"].shape[0],
+        base_planes=state["base.layer1.0.conv1.weight"].shape[0],
+    )
+    trunk.load_state_dict(state, strict=True)
+    r = {k: torch.from_numpy(v) for k, v in np.load(FIX / "ref_tiny_vlpart_r50_img1.npz").items()}
+    with torch.no_grad():
+        out = trunk(ref("img1")["image_tensor"])
+    for name in ("layer2", "layer3", "layer4", "layer5"):
+        crop = r[f"backbone/{name}_crop24"]
+        assert list(out[name].shape) == r[f"backbone/{name}_shape"].tolist()
+        close(out[name][..., : crop.shape[2], : crop.shape[3]], crop, atol=1e-3, rtol=1e-4)
+        stats = r[f"backbone/{name}_stats"]  # sum, sum|x|, mean, std, min, max over the whole map
+        full = out[name].double()
+        mine = torch.stack([full.sum(), full.abs().sum(), full.mean(), full.std(), full.min(), full.max()])
+        torch.testing.assert_close(mine, stats, rtol=1e-5, atol=1e-4)
