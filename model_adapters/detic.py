@@ -39,6 +39,10 @@ DEFAULT_TEXT_ENCODER = "openai/clip-vit-base-patch32"
 TEXT_ENCODER_FOLDER = "clip-vit-base-patch32"  # looked for beside the checkpoint before the hub
 PROMPT_PREFIX = "a "  # Detic's and CoDet's vocabulary prompt: "a " + class name
 _TEXT_CACHE_SIZE = 16
+# The network's own per-class NMS and cap (Detic's ``NMS_THRESH_TEST`` and LVIS ``DETECTIONS_PER_IMAGE``); the
+# server's ``nms_threshold`` and ``max_detections`` apply after them.
+NETWORK_NMS = 0.5
+NETWORK_MAX_DETECTIONS = 300
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,6 @@ class DeticParams:
 
     Attributes:
         score_threshold: Keep a detection whose fused score exceeds this (strictly), as ``SCORE_THRESH_TEST``.
-        nms_threshold: Per-class box IoU above which the lower-scored detection is dropped.
-        max_detections: Most detections per image (``TEST.DETECTIONS_PER_IMAGE``).
         one_class_per_proposal: Each proposal answers only for its best prompt (the demo's setting).
         min_size: Shortest image edge after resizing (``INPUT.MIN_SIZE_TEST``).
         max_size: Longest image edge after resizing (``INPUT.MAX_SIZE_TEST``).
@@ -58,8 +60,6 @@ class DeticParams:
     """
 
     score_threshold: float = 0.5
-    nms_threshold: float = 0.5
-    max_detections: int = 100
     one_class_per_proposal: bool = True
     min_size: int = 800
     max_size: int = 1333
@@ -69,10 +69,6 @@ class DeticParams:
         """Refuse values the network cannot use."""
         if not 0 <= self.score_threshold < 1:
             raise SettingsError(f"detic.score_threshold must be in [0, 1), got {self.score_threshold}")
-        if not 0 < self.nms_threshold <= 1:
-            raise SettingsError(f"detic.nms_threshold must be in (0, 1], got {self.nms_threshold}")
-        if self.max_detections < 1:
-            raise SettingsError(f"detic.max_detections must be >= 1, got {self.max_detections}")
         if not 32 <= self.min_size <= self.max_size:
             raise SettingsError(
                 f"detic.min_size and max_size must satisfy 32 <= min_size <= max_size (like 800 and 1333), got "
@@ -210,7 +206,7 @@ class _DeticFamily(Adapter[DeticParams]):
         from model_adapters.detic_net.roi_heads import DetectionSettings
 
         p: DeticParams = batch["params"]
-        settings = DetectionSettings(p.score_threshold, p.nms_threshold, p.max_detections, p.one_class_per_proposal)
+        settings = DetectionSettings(p.score_threshold, NETWORK_NMS, NETWORK_MAX_DETECTIONS, p.one_class_per_proposal)
         return self.net(batch["pixels"], batch["sizes"], batch["original_sizes"], batch["zs_weight"], settings=settings)
 
     def postprocess(self, raw: Any, images: Sequence[np.ndarray], query: Query[DeticParams]) -> list[sv.Detections]:

@@ -298,7 +298,7 @@ def detic(adapter: Any, image: np.ndarray) -> sv.Detections:
     padded[:new_h, :new_w] = (resized - mean) / std
     pixels = torch.from_numpy(padded).permute(2, 0, 1)[None]
     (det,) = adapter.net(
-        pixels, [(new_h, new_w)], [(height, width)], zs, settings=DetectionSettings(0.0, 0.5, 100, True)
+        pixels, [(new_h, new_w)], [(height, width)], zs, settings=DetectionSettings(0.0, 0.5, 300, True)
     )
     return sv.Detections(xyxy=det.boxes.numpy(), confidence=det.scores.numpy(), class_id=det.classes.numpy(),
                          mask=det.masks.numpy())  # fmt: skip
