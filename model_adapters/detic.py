@@ -69,9 +69,10 @@ class DeticParams:
         """Refuse values the network cannot use."""
         if not 0 <= self.score_threshold < 1:
             raise SettingsError(f"detic.score_threshold must be in [0, 1), got {self.score_threshold}")
-        if not 32 <= self.min_size <= self.max_size:
+        # Below 160 px the stride-128 level can shrink to one cell, where its GroupNorm has nothing to normalise.
+        if not 160 <= self.min_size <= self.max_size:
             raise SettingsError(
-                f"detic.min_size and max_size must satisfy 32 <= min_size <= max_size (like 800 and 1333), got "
+                f"detic.min_size and max_size must satisfy 160 <= min_size <= max_size (like 800 and 1333), got "
                 f"{self.min_size} and {self.max_size}"
             )
 

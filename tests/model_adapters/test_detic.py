@@ -54,6 +54,8 @@ def test_classifier_is_clip_text_of_a_plus_name_and_cached(detic: Detic) -> None
 
 def test_answers_boxes_masks_and_prompt_names(detic: Detic) -> None:
     image = image_array(90, 70)
+    (none,) = detic([image], Query(("tabby",), params(score_threshold=0.999)))
+    assert len(none) == 0 and none.mask.shape == (0, 70, 90)
     (out,) = detic([image], Query(("tabby", "remote"), params(score_threshold=0.0)))
     assert 0 < len(out) <= 300
     assert out.mask is not None and out.mask.shape == (len(out), 70, 90) and out.mask.any()
@@ -77,8 +79,9 @@ def test_batch_equals_single_images_and_only_equal_sizes_share_a_batch(detic: De
 
 
 def test_settings_and_checkpoint_errors(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="min_size"):
-        make_params(DeticParams, {"min_size": 900, "max_size": 800}, owner="detic")
+    for sizes in ({"min_size": 900, "max_size": 800}, {"min_size": 128, "max_size": 128}):
+        with pytest.raises(SettingsError, match="160 <= min_size <= max_size"):
+            make_params(DeticParams, sizes, owner="detic")
     with pytest.raises(AdapterLoadError, match="no such file"):
         Detic(ModelSpec("detic", str(tmp_path / "absent.pth"), device="cpu")).load()
     bad = tmp_path / "other.pth"
