@@ -1,7 +1,8 @@
-"""detectron2's FPN with Detic's P6/P7 top block: bottom-up maps -> ``p3..p7`` (all ``out_channels`` wide).
+"""detectron2's FPN: bottom-up maps -> ``p3..p7`` (Detic's P6/P7 convs) or ``p2..p6`` (VLPart's P6 max-pool).
 
 Laterals (1x1) and outputs (3x3) are named by the log2 stride of their input (``fpn_lateral3`` for stride 8);
-the top-down path upsamples by nearest x2 and sums; P6 = conv3x3/2(P5), P7 = conv3x3/2(relu(P6)).
+the top-down path upsamples by nearest x2 and sums. Detic: P6 = conv3x3/2(P5), P7 = conv3x3/2(relu(P6)).
+VLPart: P6 = P5 subsampled by 2 (``LastLevelMaxPool``: max-pool with kernel 1, stride 2).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ class LastLevelP6P7(nn.Module):
 class FPN(nn.Module):
     """Wraps a bottom-up module whose ``forward`` returns named maps with known ``channels``/``strides``."""
 
-    def __init__(self, bottom_up: nn.Module, in_features: tuple[str, ...], out_channels: int) -> None:
+    def __init__(
+        self, bottom_up: nn.Module, in_features: tuple[str, ...], out_channels: int, top_block: str = "p6p7"
+    ) -> None:
         super().__init__()
         self.bottom_up = bottom_up
         self.in_features = in_features
@@ -37,9 +40,10 @@ class FPN(nn.Module):
         for name, level in zip(in_features, self.levels, strict=True):
             self.add_module(f"fpn_lateral{level}", nn.Conv2d(bottom_up.channels[name], out_channels, 1))
             self.add_module(f"fpn_output{level}", nn.Conv2d(out_channels, out_channels, 3, 1, 1))
-        self.top_block = LastLevelP6P7(out_channels)
+        self.top_block = LastLevelP6P7(out_channels) if top_block == "p6p7" else None
         last = self.levels[-1]
-        self.strides = {f"p{lv}": 2**lv for lv in [*self.levels, last + 1, last + 2]}
+        extra = [last + 1, last + 2] if self.top_block is not None else [last + 1]
+        self.strides = {f"p{lv}": 2**lv for lv in [*self.levels, *extra]}
         # Inputs are padded to the stride of the last bottom-up map (not the last FPN level), as detectron2 does.
         self.size_divisibility = 2**last
 
@@ -53,7 +57,9 @@ class FPN(nn.Module):
             prev = lateral if prev is None else lateral + F.interpolate(prev, scale_factor=2.0, mode="nearest")
             out[f"p{level}"] = getattr(self, f"fpn_output{level}")(prev)
         last = self.levels[-1]
-        p6, p7 = self.top_block(out[f"p{last}"])
         out = {f"p{lv}": out[f"p{lv}"] for lv in self.levels}
-        out[f"p{last + 1}"], out[f"p{last + 2}"] = p6, p7
+        if self.top_block is None:
+            out[f"p{last + 1}"] = F.max_pool2d(out[f"p{last}"], kernel_size=1, stride=2)
+        else:
+            out[f"p{last + 1}"], out[f"p{last + 2}"] = self.top_block(out[f"p{last}"])
         return out

@@ -58,7 +58,54 @@ class Detections:
     extras: dict[str, Tensor] = field(default_factory=dict)
 
 
-class DeticNet(nn.Module):
+class MaskedDetector(nn.Module):
+    """The class-agnostic mask head and detectron2's ``detector_postprocess``, shared by Detic and VLPart.
+
+    Subclasses set ``mask_head`` and ``roi_strides``.
+    """
+
+    mask_head: MaskHead
+    roi_strides: list[int]
+
+    def mask_logits(self, roi_feats: list[Tensor], boxes: list[Tensor]) -> Tensor:
+        """(N, 1, 28, 28) mask logits for boxes in resized-image pixels (14x14 ROIAlign on the ROI levels)."""
+        return self.mask_head(roi_pool(roi_feats, self.roi_strides, boxes, 14))
+
+    def postprocess_image(
+        self,
+        roi_feats: list[Tensor],
+        i: int,
+        boxes: Tensor,
+        scores: Tensor,
+        classes: Tensor,
+        index: Tensor,
+        size: tuple[int, int],
+        original: tuple[int, int],
+        with_masks: bool,
+    ) -> Detections:
+        """detectron2 ``detector_postprocess``: scale to the original size, clip, drop empty boxes, paste masks."""
+        logits = None
+        if with_masks and len(boxes):
+            logits = self.mask_logits([f[i : i + 1] for f in roi_feats], [boxes])
+        (h, w), (oh, ow) = size, original
+        out = boxes.clone()
+        out[:, 0::2] *= ow / w
+        out[:, 1::2] *= oh / h
+        out = clip_boxes(out, oh, ow)
+        keep = ((out[:, 2] - out[:, 0]) > 0) & ((out[:, 3] - out[:, 1]) > 0)
+        masks = None
+        if with_masks:
+            if logits is None:
+                masks = torch.zeros(0, oh, ow, dtype=torch.bool)
+            else:
+                masks = paste_masks(logits[keep, 0].sigmoid(), out[keep], oh, ow)
+        extras = {"proposal_index": index[keep], "resized_boxes": boxes[keep]}
+        if logits is not None:
+            extras["mask_logits"] = logits[keep]
+        return Detections(out[keep], scores[keep], classes[keep], masks, extras)
+
+
+class DeticNet(MaskedDetector):
     """Backbone + FPN, CenterNet proposals, three-stage cascade and mask head of Detic/CoDet."""
 
     def __init__(self, arch: DeticArch) -> None:
@@ -107,43 +154,6 @@ class DeticNet(nn.Module):
             scores = fuse_scores([s[i].logits for s in stages], proposals[i][1], settings.one_class_per_proposal)
             boxes, det_scores, classes, index = fast_rcnn_inference(stages[-1][i].pred_boxes, scores, h, w, settings)
             results.append(
-                self._postprocess(roi_feats, i, boxes, det_scores, classes, index, (h, w), (oh, ow), with_masks)
+                self.postprocess_image(roi_feats, i, boxes, det_scores, classes, index, (h, w), (oh, ow), with_masks)
             )
         return results
-
-    def mask_logits(self, roi_feats: list[Tensor], boxes: list[Tensor]) -> Tensor:
-        """(N, 1, 28, 28) mask logits for boxes in resized-image pixels (14x14 ROIAlign on p3-p5)."""
-        return self.mask_head(roi_pool(roi_feats, self.roi_strides, boxes, 14))
-
-    def _postprocess(
-        self,
-        roi_feats: list[Tensor],
-        i: int,
-        boxes: Tensor,
-        scores: Tensor,
-        classes: Tensor,
-        index: Tensor,
-        size: tuple[int, int],
-        original: tuple[int, int],
-        with_masks: bool,
-    ) -> Detections:
-        """detectron2 ``detector_postprocess``: scale to the original size, clip, drop empty boxes, paste masks."""
-        logits = None
-        if with_masks and len(boxes):
-            logits = self.mask_logits([f[i : i + 1] for f in roi_feats], [boxes])
-        (h, w), (oh, ow) = size, original
-        out = boxes.clone()
-        out[:, 0::2] *= ow / w
-        out[:, 1::2] *= oh / h
-        out = clip_boxes(out, oh, ow)
-        keep = ((out[:, 2] - out[:, 0]) > 0) & ((out[:, 3] - out[:, 1]) > 0)
-        masks = None
-        if with_masks:
-            if logits is None:
-                masks = torch.zeros(0, oh, ow, dtype=torch.bool)
-            else:
-                masks = paste_masks(logits[keep, 0].sigmoid(), out[keep], oh, ow)
-        extras = {"proposal_index": index[keep], "resized_boxes": boxes[keep]}
-        if logits is not None:
-            extras["mask_logits"] = logits[keep]
-        return Detections(out[keep], scores[keep], classes[keep], masks, extras)
