@@ -81,7 +81,12 @@ class VLPartNet(MaskedDetector):
         """RPN proposals and the box stage, per image (boxes in resized-image pixels)."""
         logits, deltas = self.rpn_head([feats[f"p{lv}"] for lv in range(2, 7)])
         proposals = rpn_proposals(logits, deltas, self.rpn_strides, sizes, settings)
-        roi_feats = [feats[f"p{lv}"] for lv in range(2, 6)]
+        return self.run_box_head([feats[f"p{lv}"] for lv in range(2, 6)], proposals, zs_weight)
+
+    def run_box_head(
+        self, roi_feats: list[Tensor], proposals: list[tuple[Tensor, Tensor]], zs_weight: Tensor
+    ) -> list[BoxStage]:
+        """Per image (proposal boxes, objectness logits) -> the box stage's logits, deltas and decoded boxes."""
         boxes = [p[0] for p in proposals]
         pooled = roi_pool(roi_feats, self.roi_strides, boxes, 7)
         cls_logits, box_deltas = self.roi_heads.box_predictor(self.roi_heads.box_head(pooled), zs_weight)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.ops import box_iou
 
 from model_adapters.detic_net.centernet import ProposalSettings, decode_proposals
 from model_adapters.detic_net.checkpoint import (
@@ -29,6 +30,8 @@ from model_adapters.detic_net.model import DeticNet
 from model_adapters.detic_net.preprocess import batch_images, resize_image
 from model_adapters.detic_net.resnet import TimmResNet
 from model_adapters.detic_net.roi_heads import DetectionSettings, classifier_weight
+from model_adapters.detic_net.rpn import RPNSettings, rpn_proposals
+from model_adapters.detic_net.vlpart import VLPartArch, VLPartNet
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "detic"
 IMAGES = {"img1": "input_img1_grace_hopper.png", "img2": "input_img2_crop300x500.png"}
@@ -205,3 +208,87 @@ def test_resnet_frozen_bn_backbone_matches_timm_under_detectron2() -> None:
         full = out[name].double()
         mine = torch.stack([full.sum(), full.abs().sum(), full.mean(), full.std(), full.min(), full.max()])
         torch.testing.assert_close(mine, stats, rtol=1e-5, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------- VLPart R50
+
+
+@pytest.fixture(scope="module")
+def vlpart() -> VLPartNet:
+    net = load_detic(FIX / "tiny_vlpart_r50.pth")
+    assert isinstance(net, VLPartNet)
+    return net
+
+
+def vlpart_ref() -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v) for k, v in np.load(FIX / "ref_tiny_vlpart_r50_img1.npz").items()}
+
+
+def stats(x: torch.Tensor) -> torch.Tensor:
+    """The fixture's full-map statistics: sum, sum|x|, mean, std, min, max."""
+    x = x.double()
+    return torch.stack([x.sum(), x.abs().sum(), x.mean(), x.std(), x.min(), x.max()])
+
+
+def test_vlpart_fpn_rpn_and_proposals(vlpart: VLPartNet) -> None:
+    r, pixels = vlpart_ref(), image("img1")
+    batch, sizes = batch_images([resize_image(pixels, 320, 512)], vlpart.size_divisibility)
+    assert torch.equal(batch, ref("img1")["image_tensor"])  # VLPart's input is Detic's, bit for bit
+    with torch.no_grad():
+        feats = vlpart.backbone(batch)
+        logits, deltas = vlpart.rpn_head([feats[f"p{lv}"] for lv in range(2, 7)])
+        ((boxes, objectness),) = rpn_proposals(logits, deltas, vlpart.rpn_strides, sizes, RPNSettings())
+    # Activations reach ~1e2 here: compare at the fixture's relative tolerance.
+    for level in range(3, 7):
+        close(feats[f"p{level}"], r[f"fpn/p{level}"], atol=5e-4)
+    crop = r["fpn/p2_crop24"]
+    close(feats["p2"][..., :24, :24], crop, atol=5e-4)
+    torch.testing.assert_close(stats(feats["p2"]), r["fpn/p2_stats"], rtol=1e-5, atol=1e-3)
+    for level in range(1, 5):
+        close(logits[level], r[f"rpn/objectness_logits_l{level}"])
+        close(deltas[level], r[f"rpn/anchor_deltas_l{level}"])
+    close(logits[0][..., :24, :24], r["rpn/objectness_logits_l0_crop24"])
+    # The same 1000 proposals; neighbours whose logits differ by < 1e-5 may swap places.
+    assert len(boxes) == len(r["proposals/boxes"]) == 1000
+    iou, match = box_iou(boxes, r["proposals/boxes"]).max(dim=1)
+    assert iou.min() > 0.9999 and len(set(match.tolist())) == 1000
+    close(objectness, r["proposals/objectness_logits"][match], atol=SCORE_ATOL, rtol=0)
+
+
+def test_vlpart_box_stage_detections_and_masks(vlpart: VLPartNet) -> None:
+    r, pixels = vlpart_ref(), image("img1")
+    zs = classifier_weight(torch.from_numpy(np.load(FIX / "tiny_vlpart_text_emb.npy")))
+    sd = torch.load(FIX / "tiny_vlpart_r50.pth", weights_only=True)
+    close(zs, sd["roi_heads.box_predictor.cls_score.zs_weight"], atol=1e-6, rtol=0)
+    with torch.no_grad():
+        batch, sizes = batch_images([resize_image(pixels, 320, 512)], vlpart.size_divisibility)
+        feats = vlpart.backbone(batch)
+        roi_feats = [feats[f"p{lv}"] for lv in range(2, 6)]
+        proposals = [(r["proposals/boxes"], r["proposals/objectness_logits"])]
+        (stage,) = vlpart.run_box_head(roi_feats, proposals, zs)
+        settings = DetectionSettings(
+            score_thresh=1e-4, nms_thresh=0.5, max_detections=100, one_class_per_proposal=False
+        )
+        (det,) = vlpart(batch, sizes, [pixels.shape[:2]], zs, settings=settings)
+    close(stage.logits, r["stage0/cls_logits"], atol=5e-4)
+    close(stage.deltas, r["stage0/deltas"], atol=5e-4)
+    close(stage.pred_boxes, r["stage0/pred_boxes"], atol=BOX_ATOL, rtol=0)
+    assert torch.equal(det.classes, r["default/pred_classes"])
+    close(det.boxes, r["default/pred_boxes"], atol=BOX_ATOL, rtol=0)
+    close(det.scores, r["default/scores"], atol=SCORE_ATOL, rtol=0)
+    close(det.extras["mask_logits"], r["default/mask/logits"], atol=5e-4)
+    shape = r["default/pred_masks_shape"].tolist()
+    expected = np.unpackbits(r["default/pred_masks_packbits"].numpy(), axis=-1, count=shape[2]).astype(bool)
+    agreement = (det.masks.numpy() == expected).reshape(len(expected), -1).mean(axis=1)
+    assert agreement.min() >= 0.9999
+
+
+def test_vlpart_r50_manifest_is_mapped() -> None:
+    raw = manifest("vlpart_r50_lvis")
+    state = map_state_dict({"model": raw})
+    assert len(raw) - len(state) == 53 + 2  # num_batches_tracked, freq_weight and zs_weight
+    arch = arch_from_state_dict(state)
+    assert isinstance(arch, VLPartArch) and (arch.fpn_channels, arch.fc_dim, arch.zs_dim) == (256, 1024, 1024)
+    with torch.device("meta"):
+        net = VLPartNet(arch)
+    check_keys(expected_keys(net), state, "vlpart_r50_lvis")
