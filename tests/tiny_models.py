@@ -873,6 +873,7 @@ def build_fastvit_dir(path: Path) -> Path:
 TINY_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "albef": build_albef,
     "detic": build_detic,
+    "codet": build_detic,  # the same network; CoDet checkpoints differ only by training-only keys
     "openclip": build_open_clip_dir,
     "fastvit": build_fastvit_dir,
     "segment_anything": build_segment_anything,

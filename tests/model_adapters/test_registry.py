@@ -31,7 +31,7 @@ TINY_FOR = {
     "fastvit": "fastvit",
     "albef": "albef",
     "detic": "detic",
-    "codet": "detic",
+    "codet": "codet",
     "dinov2": "dinov2",
     "sam": "sam",
     "sam2": "sam2",
