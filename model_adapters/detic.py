@@ -30,7 +30,7 @@ import supervision as sv
 
 from model_adapters.base import CLASS_NAME_DATA_FIELD, Adapter, AdapterLoadError, Query, ResizeRule, SettingsError, Task
 from model_adapters.registry import register_adapter
-from model_adapters.torch_utils import missing_path, resolve_device
+from model_adapters.torch_utils import download_file, missing_path, resolve_device
 
 __all__ = ["CoDet", "Detic", "DeticParams", "detic_cache_dir"]
 
@@ -145,15 +145,15 @@ class _DeticFamily(Adapter[DeticParams]):
         import torch
 
         from model_adapters.detic_net.checkpoint import DeticCheckpointError, load_detic
+        from model_adapters.detic_net.model import DeticNet
 
         self.device = resolve_device(self.spec.device)
         self.dtype = torch.float32  # detectron2's inference dtype; the fixtures' tolerances assume it
         local = self._local_checkpoint()
         try:
-            if not local.is_file():
-                local.parent.mkdir(parents=True, exist_ok=True)
-                torch.hub.download_url_to_file(self.spec.model_id, str(local), progress=False)
-            self.net = load_detic(local).to(self.device)
+            if not local.is_file():  # a published URL not downloaded yet
+                download_file(self.spec.model_id, local)
+            net = load_detic(local)
         except DeticCheckpointError as exc:
             raise AdapterLoadError(f"{self.name}: {exc}. Use a checkpoint from {self.source}") from exc
         except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
@@ -161,6 +161,12 @@ class _DeticFamily(Adapter[DeticParams]):
             raise AdapterLoadError(
                 f"{self.name}: could not read the checkpoint {self.spec.model_id!r}: {reason}"
             ) from exc
+        if not isinstance(net, DeticNet):
+            raise AdapterLoadError(
+                f"{self.name}: {self.spec.model_id!r} is a VLPart checkpoint, which has no adapter yet; use a "
+                f"checkpoint from {self.source}"
+            )
+        self.net = net.to(self.device)
         self.text = _TextEncoder(self.device)
         beside = local.parent / TEXT_ENCODER_FOLDER
         self.default_text_encoder = str(beside) if beside.is_dir() else DEFAULT_TEXT_ENCODER

@@ -88,6 +88,9 @@ def test_settings_and_checkpoint_errors(tmp_path: Path) -> None:
     torch.save({"model": {"backbone.something.weight": torch.zeros(1)}}, bad)
     with pytest.raises(AdapterLoadError, match="codet: .*missing key"):
         CoDet(ModelSpec("codet", str(bad), device="cpu")).load()
+    vlpart = Path(__file__).resolve().parents[1] / "fixtures" / "detic" / "tiny_vlpart_r50.pth"
+    with pytest.raises(AdapterLoadError, match="is a VLPart checkpoint, which has no adapter yet"):
+        Detic(ModelSpec("detic", str(vlpart), device="cpu")).load()
 
 
 def test_predict_serves_rectangles_brushes_and_polygons_from_one_model(tmp_path: Path, tiny: Any, detic: Detic) -> None:
