@@ -32,7 +32,7 @@ from model_adapters.base import CLASS_NAME_DATA_FIELD, Adapter, AdapterLoadError
 from model_adapters.registry import register_adapter
 from model_adapters.torch_utils import download_file, missing_path, resolve_device
 
-__all__ = ["CoDet", "Detic", "DeticParams", "detic_cache_dir"]
+__all__ = ["CheckpointDetector", "ClipTextEncoder", "CoDet", "Detic", "DeticParams", "TextEncoder", "detic_cache_dir"]
 
 _DETIC_RELEASES = "https://dl.fbaipublicfiles.com/detic/"
 DEFAULT_TEXT_ENCODER = "openai/clip-vit-base-patch32"
@@ -87,65 +87,100 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
-class _TextEncoder:
-    """CLIP text tower -> (C, D) prompt embeddings, cached per (encoder, prompt set)."""
+class TextEncoder:
+    """Prompt texts -> (C, D) text features, cached per (encoder, prompt set); subclasses load and run one family."""
 
     def __init__(self, device: str) -> None:
         self.device = device
-        self._models: dict[str, tuple[Any, Any]] = {}
+        self._models: dict[str, Any] = {}
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __call__(self, model_id: str, prompts: tuple[str, ...]) -> Any:
+    def __call__(self, model_id: str, texts: tuple[str, ...]) -> Any:
+        """(C, D) features of ``texts``, computed once per (model, texts)."""
         import torch
 
-        key = (model_id, prompts)
+        key = (model_id, texts)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-            tokenizer, model = self._model(model_id)
-            tokens = tokenizer([PROMPT_PREFIX + p for p in prompts], padding=True, truncation=True, return_tensors="pt")
+            if model_id not in self._models:
+                self._models[model_id] = self.load(model_id)
             with torch.inference_mode():
-                out = model.get_text_features(**tokens.to(self.device))
-            emb = getattr(out, "pooler_output", out).float()
+                emb = self.encode(self._models[model_id], list(texts)).float()
             self._cache[key] = emb
             while len(self._cache) > _TEXT_CACHE_SIZE:
                 self._cache.popitem(last=False)
             return emb
 
-    def _model(self, model_id: str) -> tuple[Any, Any]:
-        if model_id not in self._models:
-            import transformers
+    def load(self, model_id: str) -> Any:
+        """The text model behind ``model_id``."""
+        raise NotImplementedError
 
-            try:
-                tokenizer = transformers.AutoTokenizer.from_pretrained(model_id)
-                model = transformers.CLIPModel.from_pretrained(model_id)
-            except (OSError, ValueError) as exc:
-                reason = " ".join(str(exc).split())
-                raise SettingsError(
-                    f"detic.text_encoder {model_id!r} could not be loaded as a CLIP model ({reason}); give a "
-                    f"CLIPModel hub id or path such as {DEFAULT_TEXT_ENCODER!r}"
-                ) from exc
-            self._models[model_id] = (tokenizer, model.to(self.device).eval())
-        return self._models[model_id]
+    def encode(self, model: Any, texts: list[str]) -> Any:
+        """(C, D) unnormalised projected text features (the classifier normalises them)."""
+        raise NotImplementedError
 
 
-class _DeticFamily(Adapter[DeticParams]):
-    """Shared by Detic and CoDet: same network, same inference; only the checkpoints differ."""
+class ClipTextEncoder(TextEncoder):
+    """transformers ``CLIPModel`` text tower (Detic's and CoDet's CLIP ViT-B/32)."""
+
+    def load(self, model_id: str) -> Any:
+        """Tokenizer and model from a hub id or folder."""
+        import transformers
+
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(model_id)
+            model = transformers.CLIPModel.from_pretrained(model_id)
+        except (OSError, ValueError) as exc:
+            reason = " ".join(str(exc).split())
+            raise SettingsError(
+                f"text_encoder {model_id!r} could not be loaded as a CLIP model ({reason}); give a "
+                f"CLIPModel hub id or path such as {DEFAULT_TEXT_ENCODER!r}"
+            ) from exc
+        return tokenizer, model.to(self.device).eval()
+
+    def encode(self, model: Any, texts: list[str]) -> Any:
+        """``get_text_features`` of the padded batch."""
+        tokenizer, clip = model
+        tokens = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        out = clip.get_text_features(**tokens.to(self.device))
+        return getattr(out, "pooler_output", out)
+
+
+class CheckpointDetector(Adapter[Any]):
+    """A ``detic_net`` network from an official checkpoint, with a text encoder for the prompts (Detic, CoDet, VLPart).
+
+    detectron2's resize, boxes with the network's own masks. Subclasses name their network and text encoder.
+    """
 
     task = Task.DETECTION
     also_serves = (Task.SEGMENTATION,)
-    Params = DeticParams
     max_batch_size = 2
     source: ClassVar[str]  # where the checkpoints are published, for error messages
+    network: ClassVar[str]  # "detic" or "vlpart": the network the checkpoint must hold
+    text_folder: ClassVar[str]  # text encoder folder looked for beside the checkpoint
+    default_text_model: ClassVar[str]  # else this text encoder
+
+    def text_encoder(self) -> TextEncoder:
+        """The prompts' text encoder (not loaded yet)."""
+        raise NotImplementedError
+
+    def prompt_texts(self, prompts: tuple[str, ...]) -> tuple[str, ...]:
+        """Label prompts -> the texts the original demo embeds."""
+        return tuple(PROMPT_PREFIX + p for p in prompts)
+
+    def settings(self, params: Any) -> Any:
+        """The network's ``DetectionSettings`` for a request."""
+        raise NotImplementedError
 
     def load(self) -> None:
         """Load the checkpoint (downloading a published URL once); the text encoder loads on first use."""
         import torch
 
         from model_adapters.detic_net.checkpoint import DeticCheckpointError, load_detic
-        from model_adapters.detic_net.model import DeticNet
+        from model_adapters.detic_net.vlpart import VLPartNet
 
         self.device = resolve_device(self.spec.device)
         self.dtype = torch.float32  # detectron2's inference dtype; the fixtures' tolerances assume it
@@ -161,16 +196,22 @@ class _DeticFamily(Adapter[DeticParams]):
             raise AdapterLoadError(
                 f"{self.name}: could not read the checkpoint {self.spec.model_id!r}: {reason}"
             ) from exc
-        if not isinstance(net, DeticNet):
+        found = "vlpart" if isinstance(net, VLPartNet) else "detic"
+        if found != self.network:
+            use = "the vlpart adapter" if found == "vlpart" else "the detic or codet adapter"
             raise AdapterLoadError(
-                f"{self.name}: {self.spec.model_id!r} is a VLPart checkpoint, which has no adapter yet; use a "
-                f"checkpoint from {self.source}"
+                f"{self.name}: {self.spec.model_id!r} is a {'VLPart' if found == 'vlpart' else 'Detic/CoDet'} "
+                f"checkpoint; use {use}, or a checkpoint from {self.source}"
             )
         self.net = net.to(self.device)
-        self.text = _TextEncoder(self.device)
-        beside = local.parent / TEXT_ENCODER_FOLDER
-        self.default_text_encoder = str(beside) if beside.is_dir() else DEFAULT_TEXT_ENCODER
-        self.resize_rule = ResizeRule(shortest=DeticParams.min_size, longest=DeticParams.max_size)
+        self.text = self.text_encoder()
+        beside = local.parent / self.text_folder
+        self.default_text_encoder = self.text_model_id(str(beside)) if beside.is_dir() else self.default_text_model
+        self.resize_rule = ResizeRule(shortest=self.Params.min_size, longest=self.Params.max_size)
+
+    def text_model_id(self, folder: str) -> str:
+        """How the text encoder names a folder."""
+        return folder
 
     def _local_checkpoint(self) -> Path:
         model_id = self.spec.model_id
@@ -192,7 +233,7 @@ class _DeticFamily(Adapter[DeticParams]):
         """Only images of one size share a batch: padding to a common size would change Swin's windows."""
         return tuple(image_shape[:2])
 
-    def preprocess(self, images: Sequence[np.ndarray], query: Query[DeticParams]) -> dict[str, Any]:
+    def preprocess(self, images: Sequence[np.ndarray], query: Query[Any]) -> dict[str, Any]:
         """Resized, normalised, padded pixels and the classifier built from the prompts' text embeddings."""
         from model_adapters.detic_net.preprocess import batch_images, resize_image
         from model_adapters.detic_net.roi_heads import classifier_weight
@@ -205,18 +246,17 @@ class _DeticFamily(Adapter[DeticParams]):
             "pixels": pixels,
             "sizes": sizes,
             "original_sizes": [tuple(image.shape[:2]) for image in images],
-            "zs_weight": classifier_weight(self.text(p.text_encoder or self.default_text_encoder, prompts)),
+            "zs_weight": classifier_weight(
+                self.text(p.text_encoder or self.default_text_encoder, self.prompt_texts(prompts))
+            ),
             "params": p,
         }
 
     def _forward(self, batch: Mapping[str, Any]) -> list[Any]:
-        from model_adapters.detic_net.roi_heads import DetectionSettings
-
-        p: DeticParams = batch["params"]
-        settings = DetectionSettings(p.score_threshold, NETWORK_NMS, NETWORK_MAX_DETECTIONS, p.one_class_per_proposal)
+        settings = self.settings(batch["params"])
         return self.net(batch["pixels"], batch["sizes"], batch["original_sizes"], batch["zs_weight"], settings=settings)
 
-    def postprocess(self, raw: Any, images: Sequence[np.ndarray], query: Query[DeticParams]) -> list[sv.Detections]:
+    def postprocess(self, raw: Any, images: Sequence[np.ndarray], query: Query[Any]) -> list[sv.Detections]:
         """One ``Detections`` per image: boxes, fused scores, prompt index and name, and masks."""
         out = []
         for det in raw:
@@ -231,6 +271,27 @@ class _DeticFamily(Adapter[DeticParams]):
                 )
             )
         return out
+
+
+class _DeticFamily(CheckpointDetector):
+    """Detic and CoDet: the same network and inference; only the checkpoints differ."""
+
+    Params = DeticParams
+    network = "detic"
+    text_folder = TEXT_ENCODER_FOLDER
+    default_text_model = DEFAULT_TEXT_ENCODER
+
+    def text_encoder(self) -> TextEncoder:
+        """CLIP ViT-B/32 through transformers."""
+        return ClipTextEncoder(self.device)
+
+    def settings(self, params: DeticParams) -> Any:
+        """Threshold and one-class mode from the request; the network's own NMS and cap."""
+        from model_adapters.detic_net.roi_heads import DetectionSettings
+
+        return DetectionSettings(
+            params.score_threshold, NETWORK_NMS, NETWORK_MAX_DETECTIONS, params.one_class_per_proposal
+        )
 
 
 @register_adapter

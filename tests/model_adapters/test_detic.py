@@ -47,9 +47,9 @@ def test_classifier_is_clip_text_of_a_plus_name_and_cached(detic: Detic) -> None
     with torch.inference_mode():
         expected = CLIPModel.from_pretrained(folder).get_text_features(**tokens)
     expected = getattr(expected, "pooler_output", expected)
-    first = detic.text(folder, ("tabby", "remote"))
+    first = detic.text(folder, ("a tabby", "a remote"))
     torch.testing.assert_close(first, expected, atol=1e-5, rtol=1e-5)
-    assert detic.text(folder, ("tabby", "remote")) is first  # one encoder pass per prompt set
+    assert detic.text(folder, ("a tabby", "a remote")) is first  # one encoder pass per prompt set
 
 
 def test_answers_boxes_masks_and_prompt_names(detic: Detic) -> None:
@@ -89,7 +89,7 @@ def test_settings_and_checkpoint_errors(tmp_path: Path) -> None:
     with pytest.raises(AdapterLoadError, match="codet: .*missing key"):
         CoDet(ModelSpec("codet", str(bad), device="cpu")).load()
     vlpart = Path(__file__).resolve().parents[1] / "fixtures" / "detic" / "tiny_vlpart_r50.pth"
-    with pytest.raises(AdapterLoadError, match="is a VLPart checkpoint, which has no adapter yet"):
+    with pytest.raises(AdapterLoadError, match="is a VLPart checkpoint; use the vlpart adapter"):
         Detic(ModelSpec("detic", str(vlpart), device="cpu")).load()
 
 
