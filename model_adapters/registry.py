@@ -20,6 +20,7 @@ _FAMILY_MODULES = (
     "owl",
     "omdet_turbo",
     "detic",
+    "vlpart",
     "clip",
     "siglip",
     "blip",

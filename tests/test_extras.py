@@ -44,6 +44,7 @@ EXTRA_FOR = {
     "sam3": "hf",
     "dinov2": "hf",
     "openclip": "openclip",
+    "vlpart": "openclip",
     "fastvit": "timm",
     "albef": "timm",
     "segment_anything": "sam1",

@@ -854,6 +854,17 @@ def build_detic(path: Path) -> Path:
     return path / "tiny_detic_swinb.pth"
 
 
+def build_vlpart(path: Path) -> Path:
+    """The tiny VLPart R50 checkpoint of the fixtures (made with the original code) and a tiny open_clip model with
+    a 32-d text projection (the tiny classifier's width) in ``clip-rn50/`` beside it, as for offline use.
+
+    Returns the ``.pth`` path, which is the ``model_id`` of the ``vlpart`` adapter.
+    """
+    build_open_clip(path / "clip-rn50")
+    shutil.copy(DETIC_FIXTURES / "tiny_vlpart_r50.pth", path / "tiny_vlpart_r50.pth")
+    return path / "tiny_vlpart_r50.pth"
+
+
 def build_open_clip_dir(path: Path) -> Path:
     """``build_open_clip`` as a folder ``model_id`` for the ``openclip`` adapter (config + weights inside)."""
     build_open_clip(path)
@@ -873,6 +884,7 @@ def build_fastvit_dir(path: Path) -> Path:
 TINY_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "albef": build_albef,
     "detic": build_detic,
+    "vlpart": build_vlpart,
     "codet": build_detic,  # the same network; CoDet checkpoints differ only by training-only keys
     "openclip": build_open_clip_dir,
     "fastvit": build_fastvit_dir,

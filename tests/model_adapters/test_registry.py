@@ -32,6 +32,7 @@ TINY_FOR = {
     "albef": "albef",
     "detic": "detic",
     "codet": "codet",
+    "vlpart": "vlpart",
     "dinov2": "dinov2",
     "sam": "sam",
     "sam2": "sam2",
