@@ -1,6 +1,8 @@
 """Flask app speaking Label Studio's ML-backend protocol, plus a status page for people.
 
-Routes: ``/health``, ``/setup``, ``/predict``, ``/preview``, ``/webhook``, ``/versions``, ``/metrics``, and ``/``
+Routes: ``/health``, ``/setup``, ``/predict``, ``/preview``, ``/webhook``, ``/versions``, ``/label-next``,
+``/report`` (JSON) and ``/report.html``, ``/jobs`` (bulk jobs: ``POST /jobs``, ``GET /jobs/<id>``,
+``DELETE /jobs/<id>``), ``/metrics``, and ``/``
 (an HTML page saying what Label Studio does not show: refused settings, tasks not predicted and why, model states).
 Each route parses the body, calls ``PrelabelService`` and renders JSON. Errors are JSON too: 400 for a request that breaks the
 protocol or carries bad settings, 401 for missing credentials, 413 for a body over ``PRELABEL_MAX_BODY_MB``, 503 when
@@ -29,6 +31,7 @@ from backend.log_redaction import install_log_redaction
 from backend.models import ModelUnavailable
 from backend.preview import MAX_TASKS as MAX_PREVIEW_TASKS
 from backend.request_body import parse_json_object
+from backend.review.render import report_html
 from backend.service import PrelabelService
 from backend.settings import ServerSettings
 from backend.status_page import render_status_page
@@ -52,6 +55,7 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
     if settings.preload_projects:
         service.preload_recent_projects()
     service.learner.start()
+    service.jobs.start()
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -184,6 +188,40 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
             )
         return jsonify(versions=service.versions(project))
 
+    @app.post("/jobs")
+    def submit_job() -> tuple[Response, int]:
+        job, new = service.submit_job(_json_object())
+        return jsonify(job), 201 if new else 200
+
+    @app.get("/jobs")
+    def jobs() -> Response:
+        return jsonify(jobs=service.recent_jobs())
+
+    @app.get("/jobs/<int:job_id>")
+    def job(job_id: int) -> tuple[Response, int]:
+        found = service.job(job_id)
+        return (jsonify(found), 200) if found else (jsonify(error=f"no job {job_id}"), 404)
+
+    @app.delete("/jobs/<int:job_id>")
+    def cancel_job(job_id: int) -> tuple[Response, int]:
+        found = service.cancel_job(job_id)
+        return (jsonify(found), 200) if found else (jsonify(error=f"no job {job_id}"), 404)
+
+    @app.post("/label-next")
+    def label_next() -> Response:
+        # ?project=N: create or update the project's "Label next" Data Manager tab (idempotent)
+        return jsonify(service.label_next(_project_arg()))
+
+    @app.get("/report")
+    def review_report() -> Response:
+        # ?project=N[&version=V]: the project's annotations against the model's predictions (backend.review)
+        return jsonify(service.review(_project_arg(), _version_arg()))
+
+    @app.get("/report.html")
+    def review_page() -> Response:
+        page = report_html(service.review(_project_arg(), _version_arg()))
+        return Response(page, content_type="text/html; charset=utf-8")
+
     @app.get("/metrics")
     def prometheus() -> Response:
         body, content_type = metrics.render()
@@ -201,6 +239,22 @@ def _json_object() -> dict[str, Any]:
     if request.content_length is None and limit is not None and len(raw) >= limit:
         raise RequestEntityTooLarge()  # a streamed (chunked) body is cut at the limit without a word: refuse it
     return parse_json_object(raw)
+
+
+def _project_arg() -> int:
+    """Label Studio's numeric project id from ``?project=N``."""
+    pid = project_id(request.args.get("project"))
+    if pid is None or request.args.get("project", "") != str(pid):
+        raise BadRequest(f"name the project by its id, like ?project=3 (got {request.args.get('project')!r})")
+    return pid
+
+
+def _version_arg() -> str | None:
+    """``?version=``: the model version to review, by default the one the project's backend serves now."""
+    version = request.args.get("version") or None
+    if version is not None and len(version) > 200:
+        raise BadRequest("'version' is a model version from /versions (at most 200 characters)")
+    return version
 
 
 def _project(body: dict[str, Any]) -> str | None:

@@ -30,12 +30,13 @@ from typing import Any, Literal
 from backend.errors import ProjectSettingsError
 from backend.label_config import Target, parse_targets
 from backend.prompts import LABEL_MAPS, ExampleRef, check_label_maps, examples_for, negatives_for, prompts_for
+from backend.ranking.settings import RankingSettings, ranking_settings
 from backend.refine.fusion import Member
 from backend.refine.negatives import Negatives
 from backend.refine.tiling import AUTO_ABOVE, Tiling
 from backend.refine.verify import Verification
 from backend.request_body import MAX_DEPTH, check_json
-from model_adapters.base import ModelSpec, QueryEmbedding, SettingsError, Task, make_params
+from model_adapters.base import ModelSpec, QueryEmbedding, SettingsError, Task, make_params, public_params
 from model_adapters.registry import UnknownAdapterError, available_adapters, resolve_adapter
 
 __all__ = [
@@ -70,7 +71,8 @@ _CONTROL_ATTRS = {"model_score_threshold": "score_threshold"}
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
 _MASK_CONTROLS = ("BrushLabels", "PolygonLabels")  # preferred order for interactive answers
-_TOP_KEYS = frozenset({*SECTION_TASKS, *LABEL_MAPS, "controls", "learning"})  # "learning": backend.learning
+# "learning": backend.learning; "active_learning": backend.ranking
+_TOP_KEYS = frozenset({*SECTION_TASKS, *LABEL_MAPS, "controls", "learning", "active_learning"})
 _REFINE_KEYS = ("models", "verify", "tiling")  # detection stages of backend.refine
 _PROBE_CONFIG = (
     '<View><Image name="image" value="$image"/>'
@@ -237,6 +239,9 @@ class Plan:
     targets: tuple[TargetPlan, ...]
     model_version: str
     interactive: tuple[InteractivePlan, ...] = ()
+    ranking: RankingSettings = dataclasses.field(
+        default_factory=RankingSettings
+    )  # the score ranks by (backend.ranking)
 
     def batch_specs(self) -> list[ModelSpec]:
         """The models batch predictions need (segmentation detectors included), each once."""
@@ -326,7 +331,8 @@ def _build_plan(label_config: str, project_json: str, defaults_json: str, device
             plan = dataclasses.replace(plan, detector=detector)
         plans.append(plan)
     interactive = _plan_interactive(targets, project, defaults, device, dtype)
-    return Plan(tuple(plans), _model_version(plans), interactive)
+    ranking = ranking_settings(project)
+    return Plan(tuple(plans), _model_version(plans, ranking), interactive, ranking)
 
 
 def _plan_interactive(
@@ -401,7 +407,7 @@ def _resolve(
         adapter, default_id = resolve_adapter(model)
     except UnknownAdapterError as exc:
         raise ProjectSettingsError(f"{where}: {exc}") from None
-    if adapter.task is not task and task not in adapter.also_serves:
+    if adapter.task is not task and task not in adapter.other_tasks:
         raise ProjectSettingsError(f"{where}: model {model!r} does {adapter.task.value}, not {task.value}")
     model_id = str(merged.pop("model_id", default_id))
     if model_id.lower().startswith(("http://", "https://")) and model_id not in adapter.variants.values():
@@ -429,7 +435,9 @@ def _resolve(
         raise ProjectSettingsError(f"{where}: unknown setting {unknown[0]!r} for {model}; known: {accepted}")
     try:
         post = make_params(post_cls, {k: v for k, v in knobs.items() if k in post_keys}, owner=section)
-        params = make_params(adapter.Params, {k: v for k, v in knobs.items() if k not in post_keys}, owner=model)
+        own = {k: v for k, v in knobs.items() if k not in post_keys}
+        params = make_params(adapter.Params, own | ({"task": task.value} if adapter.other_tasks else {}), owner=model)
+        adapter.check_settings(model_id, params)
     except SettingsError as exc:
         raise ProjectSettingsError(f"{where}: {exc}") from None
     prompts, prompt_labels = prompts_for(target, project)
@@ -570,16 +578,19 @@ def _number(raw: str, attr: str) -> float:
         raise ProjectSettingsError(f'{attr} must be a number like "0.3", got {raw!r}') from None
 
 
-def _model_version(plans: list[TargetPlan]) -> str:
+def _model_version(plans: list[TargetPlan], ranking: RankingSettings) -> str:
     """Stable across processes: adapter names plus a hash of what changes batch predictions (not the device).
 
     The interactive model is left out: its answers are never stored, so changing it must not make Label Studio
-    predict every task again.
+    predict every task again. A ranking other than the default changes the stored scores, so it is in (the default
+    is not, so versions made before ranking existed stay the same).
     """
-    described = [_describe(p) for p in plans]
+    described: list[Any] = [_describe(p) for p in plans]
     if not described:
         return "prelabel-none"
     adapters = {spec.adapter for p in plans for spec in p.model_specs()}
+    if ranking.describe() is not None:
+        described.append({"ranking": ranking.describe()})
     digest = hashlib.sha256(_canonical(described).encode()).hexdigest()[:10]
     return f"{'+'.join(sorted(adapters))}-{digest}"
 
@@ -592,7 +603,7 @@ def _describe(plan: TargetPlan) -> dict[str, Any]:
         "to_name": plan.target.to_name,
         "adapter": plan.spec.adapter,
         "model_id": plan.spec.model_id,
-        "params": dataclasses.asdict(plan.params),
+        "params": public_params(plan.params),
         "post": dataclasses.asdict(plan.post),
         "prompts": plan.prompts,
         "prompt_labels": plan.prompt_labels,

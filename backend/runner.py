@@ -29,7 +29,7 @@ import numpy as np
 import supervision as sv
 
 from backend import metrics
-from backend.classification import choice_regions
+from backend.classification import choice_regions, label_scores
 from backend.detection import detection_regions, labelled, settled, suppressed
 from backend.encode import task_score
 from backend.errors import BadRequest, CredentialsRefused, MediaError
@@ -38,6 +38,8 @@ from backend.media import FetchedImage, MediaFetcher, ScaleRule
 from backend.models import ModelPool
 from backend.plan import Plan, TargetPlan
 from backend.prompts import ExampleRef
+from backend.ranking.evidence import Evidence, box_evidence, choice_evidence
+from backend.ranking.strategies import rank_score
 from backend.refine.fusion import Member, weighted_boxes_fusion
 from backend.refine.tiling import Tiling, merge_tiles, windows
 from backend.refine.verify import class_shares, crops, verdicts
@@ -113,6 +115,7 @@ class _TaskState:
     errors: list[str] = field(default_factory=list)
     reached: bool = False
     skipped: list[str] = field(default_factory=list)  # controls whose model cannot answer yet (no learned head)
+    evidence: list[Evidence] = field(default_factory=list)  # what the score ranks by (backend.ranking)
 
 
 class Runner:
@@ -166,7 +169,7 @@ class Runner:
                 outcome.entries.append([])
             else:
                 metrics.TASKS.labels("predicted").inc()
-                score = task_score(state.regions)
+                score = rank_score(plan.ranking.strategy, state.evidence, state.regions)
                 outcome.entries.append({"result": state.regions, "score": score, "model_version": plan.model_version})
         if outcome.unreached:
             metrics.TASKS.labels("unreached").inc(len(outcome.unreached))
@@ -347,12 +350,14 @@ class Runner:
             for state, image in ready:
                 if state.index in boxes:
                     self._segment_boxes(target, state, image, boxes[state.index])
+                    state.evidence.append(box_evidence(boxes[state.index], target.detector))
             return
         if target.target.task is Task.DETECTION:
             boxes = self._detect(target, ready, ls, shared)
             for state, image in ready:
                 if state.index in boxes:
                     state.regions.extend(detection_regions(boxes[state.index], target, image.size_wh))
+                    state.evidence.append(box_evidence(boxes[state.index], target))
             return
         answers = self._answers(target, ready, ls, shared)
         for (state, image), answer in zip(ready, answers, strict=True):
@@ -360,9 +365,11 @@ class Runner:
                 continue
             if target.target.task is Task.CLASSIFICATION:
                 state.regions.extend(choice_regions(answer, target))
+                state.evidence.append(choice_evidence(label_scores(answer, target), target))
             else:
                 masks = finish_masks(answer, target, prompt_ids=True)
                 state.regions.extend(mask_regions(masks, target.target, target.post, image.size_wh))
+                state.evidence.append(box_evidence(masks, target))
 
     def _detect(
         self,

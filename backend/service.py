@@ -15,6 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from backend.errors import BadRequest
+from backend.jobs.loop import JobLoop
+from backend.jobs.pages import JobFilter
+from backend.jobs.report import describe
+from backend.jobs.runner import JobError, JobRunner, LocalEngine, Target
+from backend.jobs.store import JobStore
+from backend.learning.examples import teaching
 from backend.learning.learner import Learner, Services
 from backend.learning.settings import learning_settings
 from backend.ls_client import LabelStudioAPIError, LabelStudioClient
@@ -22,9 +28,15 @@ from backend.media import MediaFetcher
 from backend.models import ModelPool
 from backend.plan import Plan, build_plan, check_server_defaults, parse_extra_params
 from backend.preview import first_tasks, report
+from backend.ranking.settings import ranking_settings
+from backend.ranking.strategies import agreement, boosted, label_counts
+from backend.ranking.tabs import ensure_tab, label_next_tab, score_source
+from backend.review import gauges
+from backend.review.fetch import Skipped, backend_version, pairs
+from backend.review.metrics import review_report
 from backend.runner import Outcome, RequestBudget, Runner
 from backend.settings import ServerSettings
-from backend.store import ProjectRecord, ProjectStore
+from backend.store import ProjectRecord, ProjectStore, project_id
 from model_adapters.base import ModelSpec
 
 __all__ = ["PrelabelService"]
@@ -58,6 +70,9 @@ class PrelabelService:
             model_wait=settings.model_wait,
         )
         self.learner = Learner(settings.model_dir, self.store, services, debounce=settings.fit_debounce)
+        engine = LocalEngine(self.runner.predict)
+        runner = JobRunner(JobStore(settings.model_dir), self.job_target, engine, settings.job_page_size)
+        self.jobs = JobLoop(runner)
 
     def plan(self, label_config: str, extra_params: dict[str, Any]) -> Plan:
         """The plan for a config and a project's settings, with the server's defaults underneath."""
@@ -77,6 +92,7 @@ class PrelabelService:
         try:
             params = parse_extra_params(extra_params)
             learning_settings(params)
+            ranking_settings(params)
             plan = self.plan(label_config, params)
             record = ProjectRecord(project, label_config, params, hostname, access_token, plan.model_version)
             served = self.learner.serve(record, plan)
@@ -168,15 +184,161 @@ class PrelabelService:
         config = label_config or (record.label_config if record else None)
         if not config:
             raise BadRequest("predict needs a label_config (or a project set up through /setup first)")
-        plan = self.plan(config, record.extra_params if record else {})
+        base = plan = self.plan(config, record.extra_params if record else {})
         if record is not None and config == record.label_config:
             plan = self.learner.serve(record, plan)
+        ls = self.label_studio(record)
         if isinstance(context, dict) and context.get("result"):
-            return self.runner.interactive(tasks, context, plan, self.label_studio(record))
+            return self.runner.interactive(tasks, context, plan, ls)
+        pid = project_id(project) if record is not None else None
+        held = self.jobs.store.pending_tasks(pid) if pid is not None and self.settings.handoff else set()
+        todo = [t for t in tasks if not _held(t, held)]  # a job writes those
         budget = RequestBudget(self.settings.predict_budget, client_gone)
-        outcome = self.runner.predict(tasks, plan, self.label_studio(record), budget)
-        self._report(outcome, project)
-        return outcome.entries
+        outcome = self.runner.predict(todo, plan, ls, budget)
+        self._rerank(todo, outcome.entries, plan, base, record, budget)
+        job = None
+        if outcome.unreached and pid is not None and ls is not None and self.settings.handoff:
+            # Label Studio stores nothing of an answer its caller no longer waits for: then the job does every task
+            left = todo if client_gone() else [t for t in todo if t.get("id") in set(outcome.unreached)]
+            ids = tuple(sorted({t["id"] for t in left if isinstance(t.get("id"), int)}))
+            job, _ = self.jobs.submit(pid, JobFilter(task_ids=ids, without_annotations=False), origin="retrieve")
+        self._report(outcome, project, job)
+        if len(todo) == len(tasks):
+            return outcome.entries
+        answers = iter(outcome.entries)
+        return [[] if _held(t, held) else next(answers) for t in tasks]
+
+    def submit_job(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Queue a bulk job (``POST /jobs``), or answer the unfinished one with the same filter; and whether it is new.
+
+        Raises:
+            BadRequest: An unknown key or bad value, or a project not set up here.
+        """
+        unknown = sorted(set(body) - {"project", "view", "task_ids", "without_annotations", "without_predictions"})
+        if unknown:
+            raise BadRequest(
+                f"unknown key {unknown[0]!r}; a job takes project, view, task_ids, without_annotations and "
+                "without_predictions"
+            )
+        pid = project_id(body.get("project")) if not isinstance(body.get("project"), bool) else None
+        if pid is None:
+            raise BadRequest("a job needs 'project': Label Studio's project id, like 3")
+        job_filter = JobFilter.from_json(body)
+        if self.store.find(pid) is None:
+            raise BadRequest(
+                f"project {pid} is not connected to this backend: add it in the project's Settings > Model"
+            )
+        job, new = self.jobs.submit(pid, job_filter)
+        return self.job(job.id) or {}, new
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        """A job's state, counts, rate, ETA and first failures (``GET /jobs/<id>``), or ``None``."""
+        job = self.jobs.store.get(job_id)
+        return None if job is None else describe(job, self.jobs.store.failures(job_id))
+
+    def recent_jobs(self) -> list[dict[str, Any]]:
+        """The newest jobs (``GET /jobs``), without their failures."""
+        return [describe(job, []) for job in self.jobs.store.recent()]
+
+    def cancel_job(self, job_id: int) -> dict[str, Any] | None:
+        """Ask a job to stop (``DELETE /jobs/<id>``): at once when queued, after its current batch when running."""
+        return None if self.jobs.store.request_cancel(job_id) is None else self.job(job_id)
+
+    def job_target(self, pid: int) -> Target:
+        """What a bulk job of a project predicts with: its served plan (as ``/predict``) and its Label Studio.
+
+        Raises:
+            JobError: The project is not set up here, or Label Studio's URL is unknown.
+            BadRequest: The project's stored settings are no longer valid.
+        """
+        record = self.store.find(pid) or self._record_from_label_studio(pid)
+        ls = self.label_studio(record)
+        if ls is None:
+            raise JobError("bulk jobs read and write through Label Studio's API: set LABEL_STUDIO_URL")
+        base = self.plan(record.label_config, record.extra_params)
+        plan = self.learner.serve(record, base)
+
+        def rescore(tasks: list[Any], entries: list[Any]) -> None:
+            self._rerank(tasks, entries, plan, base, record, RequestBudget())
+
+        return Target(plan, ls, rescore)
+
+    def _rerank(
+        self, tasks: list[Any], entries: list[Any], plan: Plan, base: Plan, record: ProjectRecord | None,
+        budget: RequestBudget,
+    ) -> None:  # fmt: skip
+        """Scores the runner cannot make alone (``backend.ranking``).
+
+        A learned version's disagreement with the zero-shot one (the tasks it predicted, predicted again with the base
+        plan within the request's budget), and the rare-label boost (from the project's annotations).
+        """
+        ranking = plan.ranking
+        done = [i for i, entry in enumerate(entries) if isinstance(entry, dict)]
+        ensemble = any(t.members or (t.detector is not None and t.detector.members) for t in plan.targets)
+        if ranking.strategy == "disagreement" and plan.model_version != base.model_version and not ensemble and done:
+            second = self.runner.predict([tasks[i] for i in done], base, self.label_studio(record), budget).entries
+            for i, other in zip(done, second, strict=True):
+                if isinstance(other, dict):
+                    entries[i]["score"] = agreement(entries[i]["result"], other["result"])
+        pid = project_id(record.project) if record else None
+        if ranking.rare_boost > 0 and pid is not None and done:
+            counts = label_counts(a.result for a in teaching(self.learner.store.annotations(pid)))
+            labels = {t.target.control: t.target.labels for t in plan.targets}
+            for i in done:
+                entries[i]["score"] = boosted(
+                    entries[i]["score"], entries[i]["result"], counts, labels, ranking.rare_boost
+                )
+
+    def label_next(self, pid: int) -> dict[str, Any]:
+        """Create or update the project's "Label next" Data Manager tab (``backend.ranking.tabs``); idempotent.
+
+        The project's prediction scores are pointed at the backend's current version (``score_source``), so the tab's
+        ordering has scores to sort by.
+
+        Raises:
+            BadRequest: The project is not set up here, Label Studio's URL is unknown, or its API refused.
+        """
+        ls = self._project_api(pid)
+        try:
+            made = ensure_tab(ls, pid, label_next_tab())
+            return {**made, "scores_from": score_source(ls, pid, self.store.versions(str(pid)))}
+        except LabelStudioAPIError as exc:
+            raise BadRequest(f"could not create the Label next tab of project {pid}: {exc}") from None
+
+    def review(self, pid: int, version: str | None = None) -> dict[str, Any]:
+        """The project's review report (``backend.review``): its annotations against the model's predictions.
+
+        Predictions of ``version``, by default the project's ML backend's current version; the report also sets the
+        review gauges at ``/metrics``.
+
+        Raises:
+            BadRequest: The project is not set up here, Label Studio's URL is unknown, or its API refused.
+        """
+        ls = self._project_api(pid)
+        skipped = Skipped()
+        try:
+            version = version or backend_version(ls, pid, self.store.versions(str(pid)))
+            report = review_report(
+                pairs(ls, pid, version, skipped), skipped, project=pid, version=version,
+                link=lambda task: ls.url(f"/projects/{pid}/data?task={task}"),
+            )  # fmt: skip
+        except LabelStudioAPIError as exc:
+            raise BadRequest(f"could not read project {pid}'s annotations: {exc}") from None
+        gauges.publish(report)
+        return report
+
+    def _project_api(self, pid: int) -> LabelStudioClient:
+        """Label Studio's API for a project (``LABEL_STUDIO_URL``, else what its ``/setup`` said), or why not."""
+        record = self.store.find(pid)
+        ls = self.label_studio(record)
+        if ls is None and record is None:
+            raise BadRequest(
+                f"project {pid} is not connected to this backend yet (add the backend in the project's Settings > "
+                "Model), and LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY are not set"
+            )
+        if ls is None:
+            raise BadRequest("this needs Label Studio's API: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
+        return ls
 
     def preview(
         self, project_id: int, count: int, extra_params: Any = None, client_gone: Callable[[], bool] = lambda: False
@@ -212,7 +374,33 @@ class PrelabelService:
         outcome = self.runner.predict(tasks, plan, ls, RequestBudget(self.settings.predict_budget, client_gone))
         return report(tasks, outcome, plan.model_version)
 
-    def _report(self, outcome: Outcome, project: str | None) -> None:
+    def _record_from_label_studio(self, pid: int) -> ProjectRecord:
+        """A project never set up here (``prelabel bulk`` on another machine), as Label Studio holds it.
+
+        Its label config and its ML backend's extra params, read through the API of ``LABEL_STUDIO_URL``; not saved.
+
+        Raises:
+            JobError: No Label Studio URL, or it cannot be read.
+        """
+        ls = self.label_studio(None)
+        if ls is None:
+            raise JobError(
+                f"project {pid} is not connected to this backend; set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY to "
+                "read its settings from Label Studio, or add the backend in the project's Settings > Model"
+            )
+        try:
+            project = ls.get_json(f"/api/projects/{pid}")
+            backends = ls.get_json("/api/ml", {"project": pid}) or []
+        except LabelStudioAPIError as exc:
+            raise JobError(f"could not read project {pid}'s settings from Label Studio: {exc}") from None
+        extra = next((b.get("extra_params") for b in backends if isinstance(b, dict) and b.get("extra_params")), None)
+        config = project.get("label_config") if isinstance(project, dict) else None
+        if not config:
+            raise JobError(f"project {pid} has no label config in Label Studio")
+        plan = self.plan(config, parse_extra_params(extra))
+        return ProjectRecord(str(pid), config, parse_extra_params(extra), None, None, plan.model_version)
+
+    def _report(self, outcome: Outcome, project: str | None, job: Any = None) -> None:
         """Log and record (for the status page) the tasks a request could not predict, and why."""
         if outcome.failed:
             lines = [f"task {task}: {'; '.join(reasons)}" for task, reasons in outcome.failed.items()]
@@ -235,9 +423,14 @@ class PrelabelService:
                 ", ".join(outcome.waiting),
             )
         if outcome.unreached:
+            then = (
+                f"bulk job {job.id} predicts them and writes their predictions through Label Studio's API (GET "
+                f"/jobs/{job.id})"
+                if job is not None
+                else "they get no prediction now and are sent again by the next retrieve"
+            )
             message = (
-                f"{len(outcome.unreached)} of {len(outcome.entries)} tasks not started: {outcome.stop_reason}; "
-                "they get no prediction now and are sent again by the next retrieve"
+                f"{len(outcome.unreached)} of {len(outcome.entries)} tasks not started: {outcome.stop_reason}; {then}"
             )
             log.warning("project %s: %s", project, message)
             self.store.record_event("stopped", message, project=project, count=len(outcome.unreached))
@@ -267,3 +460,8 @@ class PrelabelService:
     def versions(self, project: str | None) -> list[str]:
         """Model versions this backend has produced for a project (all projects when ``None``)."""
         return self.store.versions(project)
+
+
+def _held(task: Any, held: set[int]) -> bool:
+    """Whether a bulk job holds this task (its predictions come through the API)."""
+    return isinstance(task, dict) and isinstance(task.get("id"), int) and task["id"] in held

@@ -30,6 +30,7 @@ import supervision as sv
 
 __all__ = [
     "CLASS_NAME_DATA_FIELD",
+    "SECRET",
     "Adapter",
     "AdapterError",
     "AdapterLoadError",
@@ -41,9 +42,13 @@ __all__ = [
     "SettingsError",
     "Task",
     "make_params",
+    "public_params",
 ]
 
 CLASS_NAME_DATA_FIELD = sv.config.CLASS_NAME_DATA_FIELD
+# Field metadata of a ``Params`` knob holding a credential (an API key): declare it with ``repr=False`` too. It stays
+# out of model versions (see ``public_params``), so rotating a key neither shows in nor changes them.
+SECRET = "secret"
 
 
 class Task(StrEnum):
@@ -169,7 +174,9 @@ class Adapter(ABC, Generic[P]):
     max_batch_size: ClassVar[int] = 4
     accepts_examples: ClassVar[bool] = False  # whether prompts may include ExamplePrompt
     zero_shot: ClassVar[bool] = True  # answers from prompts alone; False: only through a learned head (DINOv2)
-    also_serves: ClassVar[tuple[Task, ...]] = ()  # further sections it answers (a detector with its own masks)
+    # Tasks it serves besides ``task`` (a hosted API whose models may do any of them). Its ``Params`` then has a
+    # ``task`` field, which the server sets to the task of the control being served.
+    other_tasks: ClassVar[frozenset[Task]] = frozenset()
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -177,6 +184,14 @@ class Adapter(ABC, Generic[P]):
         self.dtype: Any = None
         # Set by ``load`` when preprocessing shrinks images anyway; ``None`` means the model needs full resolution.
         self.resize_rule: ResizeRule | None = None
+
+    @classmethod
+    def check_settings(cls, model_id: str, params: P) -> None:
+        """Refuse, when a project is set up, settings that can never work (the default accepts all).
+
+        Raises:
+            SettingsError: Names the setting and shows a valid value.
+        """
 
     @abstractmethod
     def load(self) -> None:
@@ -247,6 +262,12 @@ def make_params(cls: type[P], values: Mapping[str, Any], *, owner: str) -> P:
     if unknown:
         raise SettingsError(f"unknown setting {unknown[0]!r} for {owner}; known: {', '.join(sorted(fields)) or 'none'}")
     return cls(**{key: _coerce(value, hints[key], f"{owner}.{key}") for key, value in values.items()})
+
+
+def public_params(params: Any) -> dict[str, Any]:
+    """``dataclasses.asdict(params)`` without its ``SECRET`` fields: what may enter a model version."""
+    secret = {f.name for f in dataclasses.fields(params) if f.metadata.get(SECRET)}
+    return {k: v for k, v in dataclasses.asdict(params).items() if k not in secret}
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

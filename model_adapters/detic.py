@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlparse
 
 import numpy as np
@@ -57,6 +57,8 @@ class DeticParams:
         text_encoder: CLIP ViT-B/32 (``CLIPModel`` layout) hub id or path for the prompt embeddings; empty: the
             ``clip-vit-base-patch32`` folder beside the checkpoint if there is one (offline use), else
             ``openai/clip-vit-base-patch32`` from the hub.
+        task: Set by the server from the control: ``"detection"`` (boxes only: the mask head is skipped) or
+            ``"segmentation"`` (boxes and masks).
     """
 
     score_threshold: float = 0.5
@@ -64,6 +66,7 @@ class DeticParams:
     min_size: int = 800
     max_size: int = 1333
     text_encoder: str = ""
+    task: Literal["detection", "segmentation"] = "detection"
 
     def __post_init__(self) -> None:
         """Refuse values the network cannot use."""
@@ -156,7 +159,7 @@ class CheckpointDetector(Adapter[Any]):
     """
 
     task = Task.DETECTION
-    also_serves = (Task.SEGMENTATION,)
+    other_tasks = frozenset({Task.SEGMENTATION})  # its own masks; ``Params.task`` says which the control wants
     max_batch_size = 2
     source: ClassVar[str]  # where the checkpoints are published, for error messages
     network: ClassVar[str]  # "detic" or "vlpart": the network the checkpoint must hold
@@ -253,11 +256,14 @@ class CheckpointDetector(Adapter[Any]):
         }
 
     def _forward(self, batch: Mapping[str, Any]) -> list[Any]:
-        settings = self.settings(batch["params"])
-        return self.net(batch["pixels"], batch["sizes"], batch["original_sizes"], batch["zs_weight"], settings=settings)
+        params = batch["params"]
+        return self.net(
+            batch["pixels"], batch["sizes"], batch["original_sizes"], batch["zs_weight"],
+            settings=self.settings(params), with_masks=params.task == "segmentation",
+        )  # fmt: skip
 
     def postprocess(self, raw: Any, images: Sequence[np.ndarray], query: Query[Any]) -> list[sv.Detections]:
-        """One ``Detections`` per image: boxes, fused scores, prompt index and name, and masks."""
+        """One ``Detections`` per image: boxes, fused scores, prompt index and name, and masks for segmentation."""
         out = []
         for det in raw:
             class_id = det.classes.cpu().numpy().astype(int)
@@ -266,7 +272,7 @@ class CheckpointDetector(Adapter[Any]):
                     xyxy=det.boxes.cpu().numpy().astype(np.float32),
                     confidence=det.scores.cpu().numpy().astype(np.float32),
                     class_id=class_id,
-                    mask=det.masks.cpu().numpy(),
+                    mask=None if det.masks is None else det.masks.cpu().numpy(),
                     data={CLASS_NAME_DATA_FIELD: np.asarray([query.prompts[i] for i in class_id], dtype=object)},
                 )
             )

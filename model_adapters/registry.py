@@ -31,6 +31,11 @@ _FAMILY_MODULES = (
     "sam",
     "sam2",
     "sam3",
+    "roboflow",
+    "kosmos2",
+    "florence2",
+    "llava",
+    "qwen2_5_vl",
 )
 
 _ADAPTERS: dict[str, type[Adapter]] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from model_adapters.base import AdapterLoadError, SettingsError
 from model_adapters.detic import NETWORK_MAX_DETECTIONS, NETWORK_NMS, PROMPT_PREFIX, CheckpointDetector, TextEncoder
@@ -35,12 +35,14 @@ class VLPartParams:
         text_encoder: open_clip id of CLIP RN50 (``"RN50/openai"``, ``"RN50:/path/file.pt"``,
             ``"local-dir:/folder"``); empty: the ``clip-rn50`` folder beside the checkpoint if there is one, else
             ``RN50/openai``.
+        task: Set by the server from the control: ``"detection"`` (boxes only) or ``"segmentation"`` (and masks).
     """
 
     score_threshold: float = 0.5
     min_size: int = 800
     max_size: int = 1333
     text_encoder: str = ""
+    task: Literal["detection", "segmentation"] = "detection"
 
     def __post_init__(self) -> None:
         """Refuse values the network cannot use."""

@@ -32,6 +32,11 @@ EXTRA_FOR = {
     "owlvit": "hf",
     "owlv2": "hf",
     "omdet_turbo": "hf",
+    "kosmos2": "hf",
+    "florence2": "hf",
+    "florence2_seg": "hf",
+    "llava": "hf",
+    "qwen2_5_vl": "hf",
     "detic": "hf",
     "codet": "hf",
     "clip": "hf",
@@ -48,15 +53,19 @@ EXTRA_FOR = {
     "fastvit": "timm",
     "albef": "timm",
     "segment_anything": "sam1",
+    "roboflow": "roboflow",
 }
+# Families that call a hosted API: no weights to load, so they are served end to end instead (without torch).
+HTTP_ONLY = frozenset({"roboflow"})
 
 
 EXTRAS = ("all", "hf", "openclip", "timm", "sam1")
 
 
 def families_of(extra: str) -> list[str]:
-    """The families ``.[extra]`` must serve: its own, or every one for ``all``."""
-    return sorted(EXTRA_FOR) if extra == "all" else sorted(f for f, e in EXTRA_FOR.items() if e == extra)
+    """The model families ``.[extra]`` must load: its own, or every one for ``all``."""
+    families = EXTRA_FOR if extra == "all" else {f: e for f, e in EXTRA_FOR.items() if e == extra}
+    return sorted(set(families) - HTTP_ONLY)
 
 
 def start_isolated(extra: str, models: dict[str, Path], workdir: Path) -> subprocess.Popen[str]:
@@ -136,3 +145,19 @@ def test_families_load_from_their_extra_alone(extra: str, reports: dict[str, dic
     failed = {family: result for family, result in report["results"].items() if not result.startswith("ok")}
     assert failed == {}
     assert sorted(report["results"]) == families_of(extra)
+
+
+def test_roboflow_serves_from_its_extra_without_torch(tmp_path: Path) -> None:
+    """``.[roboflow]`` alone (no torch in its closure) sets up a project and predicts boxes through the app."""
+    site = tmp_path / "site"
+    link_site(dependency_closure(project_requirements(ROOT / "pyproject.toml", ["roboflow"])).values(), site)
+    spec = {"site": str(site), "root": str(ROOT), "model_dir": str(tmp_path / "models")}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    command = [sys.executable, "-I", "-S", str(ROOT / "tests" / "serve_without_torch.py"), json.dumps(spec)]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    report = read_report(child)
+    assert not report["torch_importable"] and not report["torch_imported"]
+    assert not [p for p in report["sys_path"] if Path(p).name in ("site-packages", "dist-packages")]
+    assert report["setup"] == 200
+    ((region,),) = [entry["result"] for entry in report["results"]]
+    assert region["value"]["rectanglelabels"] == ["Helmet"] and round(region["value"]["x"], 4) == 23.4375

@@ -665,12 +665,13 @@ def build_llava(path: Path) -> Path:
 def build_florence2(path: Path) -> Path:
     """``Florence2ForConditionalGeneration`` + ``Florence2Processor`` (32 px DaViT, 1+1-layer BART).
 
-    The tokenizer needs ``extra_special_tokens={"image_token": "<image>"}`` and ``<loc_0>..<loc_999>``;
+    The tokenizer needs ``extra_special_tokens={"image_token": "<image>"}``, ``<loc_0>..<loc_999>`` and the
+    outline markup ``<sep>``, ``<poly>``, ``</poly>`` (as the real tokenizer has);
     ``post_processor_config`` is required by ``post_process_generation`` (else "Unsupported parse task");
     ``image_seq_length`` must equal the vision token count (64 patches + 1 = 65 at 32 px, stride 4).
     """
     tokenizer = bart_tokenizer(extra_special_tokens={"image_token": "<image>"})
-    tokenizer.add_tokens([f"<loc_{i}>" for i in range(1000)])
+    tokenizer.add_tokens([f"<loc_{i}>" for i in range(1000)] + ["<sep>", "<poly>", "</poly>"])
     text = {
         "model_type": "bart",
         "vocab_size": len(tokenizer),
@@ -703,6 +704,68 @@ def build_florence2(path: Path) -> Path:
         image_processor, tokenizer, post_processor_config=FLORENCE2_POST_PROCESSOR_CONFIG
     )
     return _save(path, tfm.Florence2ForConditionalGeneration, config, processor)
+
+
+# Minimal Qwen2.5-VL chat template: the image placeholder the processor expands, then the text.
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_qwen2_5_vl(path: Path) -> Path:
+    """``Qwen2_5_VLForConditionalGeneration`` + ``Qwen2_5_VLProcessor`` (1-block ViT, 1-layer Qwen2 text).
+
+    The GPT-2 byte tokenizer gets Qwen's chat and vision markers as special tokens; ``<|im_end|>`` ends an answer.
+    The image processor's pixel budget (56² to 112² px, multiples of 28) keeps inputs at 4 to 16 image tokens.
+    ``mrope_section`` must sum to half the text head size (16 / 2 = 8).
+    """
+    tokenizer = gpt2_tokenizer(pad_token="<|endoftext|>")
+    markers = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": markers})
+    ids = dict(zip(markers, tokenizer.convert_tokens_to_ids(markers), strict=True))
+    text = {
+        **TINY_TEXT,
+        "model_type": "qwen2_5_vl_text",
+        "vocab_size": len(tokenizer),
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": ids["<|im_end|>"],
+    }
+    vision = {
+        "depth": 1,
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_heads": 2,
+        "out_hidden_size": 32,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 56,
+        "fullatt_block_indexes": [0],
+    }
+    config = tfm.Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    processor = tfm.Qwen2_5_VLProcessor(
+        image_processor=tfm.Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112),
+        tokenizer=tokenizer,
+        video_processor=tfm.Qwen2VLVideoProcessor(),
+        chat_template=QWEN_CHAT_TEMPLATE,
+    )
+    return _save(path, tfm.Qwen2_5_VLForConditionalGeneration, config, processor)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -909,4 +972,6 @@ TINY_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "kosmos2": build_kosmos2,
     "llava": build_llava,
     "florence2": build_florence2,
+    "florence2_seg": build_florence2,  # the same checkpoint serves both Florence-2 adapters
+    "qwen2_5_vl": build_qwen2_5_vl,
 }

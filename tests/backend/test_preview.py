@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import request
+from werkzeug.serving import make_server
 
 from backend.app import create_app
+from backend.cli import main
 from backend.settings import ServerSettings
 from tests.backend.refine.colour_models import COLOURS, ColourDetector
 from tests.backend.refine.test_stages import CONFIG, PROMPTS, canvas, paint, uri
@@ -98,3 +102,50 @@ def test_bad_trial_settings_are_named(tmp_path: Path, label_studio) -> None:
 def test_without_label_studio_credentials_the_preview_says_what_to_set(tmp_path: Path) -> None:
     response = client_for(tmp_path, None).get("/preview?project=3")
     assert response.status_code == 400 and "LABEL_STUDIO_URL" in response.json["error"]
+
+
+@pytest.fixture
+def served(tmp_path: Path, label_studio) -> Any:
+    """prelabel itself on loopback (set up for project 3), for the ``prelabel preview`` command to call."""
+    app = client_for(tmp_path, label_studio.url).application
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(5)
+
+
+def test_the_command_prints_one_row_per_label(served: str, capsys) -> None:
+    assert main(["preview", "--project", "3", "--tasks", "2", "--server", served]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith(": 2 of 2 tasks predicted, 5 regions")
+    assert lines[1].split() == [
+        "control",
+        "label",
+        "count",
+        "min",
+        "p25",
+        "median",
+        "p75",
+        "max",
+        "scores",
+        "0",
+        "→",
+        "1",
+    ]
+    assert lines[2].split()[:8] == ["label", "Car", "3", "0.80", "0.80", "0.80", "0.80", "0.80"]
+    assert lines[2].endswith(" " * 8 + "█")  # all three in the 0.8-0.9 bin, the 0.9-1 bin empty (stripped)
+    assert lines[3].split()[:3] == ["label", "Person", "2"] and len(lines) == 4
+
+
+def test_the_command_tries_settings_from_a_file_and_names_server_errors(served: str, tmp_path: Path, capsys) -> None:
+    trial = tmp_path / "trial.json"
+    trial.write_text(json.dumps({"prompts": PROMPTS, "detection": {"model": ColourDetector.name, "score": 0.35}}))
+    assert main(["preview", "--project", "3", "--tasks", "1", "--server", served, "--extra-params", f"@{trial}"]) == 0
+    car = capsys.readouterr().out.splitlines()[2].split()
+    assert car[:8] == ["label", "Car", "1", "0.35", "0.35", "0.35", "0.35", "0.35"] and car[8] == "█"  # 0.3-0.4 bin
+    assert main(["preview", "--project", "9", "--server", served]) == 1
+    assert "400: project 9 is not connected to this backend" in capsys.readouterr().err
+    assert main(["preview", "--project", "3", "--server", served, "--extra-params", "{not json"]) == 2
+    assert "--extra-params" in capsys.readouterr().err

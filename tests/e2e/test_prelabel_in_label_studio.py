@@ -13,6 +13,7 @@ import requests
 from label_studio_sdk.label_interface import LabelInterface
 from PIL import Image
 
+from backend.cli import main
 from tests.e2e.label_studio import LabelStudio
 from tests.e2e.prelabel_server import PrelabelServer
 from tests.helpers import RECT_CONFIG, image_array
@@ -89,6 +90,27 @@ def test_retrieve_predictions_through_the_data_manager(
     metrics = requests.get(f"{pat_server.url}/metrics", timeout=10).text  # aggregated over both workers
     assert 'prelabel_requests_total{method="POST",route="/predict",status="200"}' in metrics
     assert 'prelabel_adapter_images_total{adapter="grounding_dino"} 3.0' in metrics
+
+
+def test_preview_reads_the_project_from_label_studio_and_writes_nothing(
+    label_studio: LabelStudio, pat_server: PrelabelServer, tiny: Callable[[str], Path], tmp_path: Path, capsys
+) -> None:
+    ls = label_studio
+    project = ls.create_project("prelabel preview", RECT)
+    task_ids = ls.import_files(project["id"], [write_image(tmp_path / f"p{i}.jpg", 64, 48, 10 + i) for i in range(3)])
+    extra = {"detection": {"model_id": str(tiny("grounding_dino")), "score_threshold": 0.5}}
+    ls.add_ml_backend(project["id"], pat_server.url, title="prelabel", extra_params=extra)
+
+    argv = ["preview", "--project", str(project["id"]), "--tasks", "2", "--server", pat_server.url, "--json"]
+    assert main(argv) == 0, pat_server.log_tail()
+    answer = json.loads(capsys.readouterr().out)
+    assert [t["id"] for t in answer["tasks"]] == task_ids[:2] and answer["failed"] == {}
+    regions = [r for t in answer["tasks"] for r in t["result"]]
+    assert regions and all(r["score"] >= 0.5 for r in regions), pat_server.log_tail()
+    per_label = {label: d["count"] for label, d in answer["labels"]["label"].items()}
+    counted = {label: sum(r["value"]["rectanglelabels"] == [label] for r in regions) for label in per_label}
+    assert per_label == counted and sum(per_label.values()) == len(regions)
+    assert all(ls.predictions(t) == [] for t in task_ids)  # nothing written to Label Studio
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ def detic(tiny: Any) -> Detic:
 
 
 def params(**values: Any) -> DeticParams:
-    return make_params(DeticParams, {"min_size": 320, "max_size": 512, **values}, owner="detic")
+    return make_params(DeticParams, {"min_size": 320, "max_size": 512, "task": "segmentation", **values}, owner="detic")
 
 
 def test_classifier_is_clip_text_of_a_plus_name_and_cached(detic: Detic) -> None:

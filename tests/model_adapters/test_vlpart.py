@@ -28,7 +28,9 @@ def vlpart(tiny: Any) -> VLPart:
 
 
 def params(**values: Any) -> VLPartParams:
-    return make_params(VLPartParams, {"min_size": 320, "max_size": 512, **values}, owner="vlpart")
+    return make_params(
+        VLPartParams, {"min_size": 320, "max_size": 512, "task": "segmentation", **values}, owner="vlpart"
+    )
 
 
 def test_prompts_read_as_vlpart_demo_texts_and_are_cached(vlpart: VLPart) -> None:
