@@ -34,7 +34,7 @@ from model_adapters.classification import (
     classification_detections,
 )
 from model_adapters.registry import register_adapter
-from model_adapters.torch_utils import missing_path, resolve_device, resolve_dtype
+from model_adapters.torch_utils import download_file, missing_path, resolve_device, resolve_dtype
 
 __all__ = ["Albef", "AlbefParams", "albef_cache_dir", "itm_rerank", "pre_caption"]
 
@@ -109,28 +109,6 @@ def _cached_path(url: str) -> Path:
     return folder / (os.path.basename(urlparse(url).path) or "checkpoint.pth")
 
 
-def _download(url: str, path: Path) -> None:
-    """Download ``url`` to ``path`` through a temporary file in the same folder, so a partial file never counts.
-
-    Every read has a timeout: a stalled server fails the load (retried later) instead of holding the loader.
-    """
-    import tempfile
-
-    import requests
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".download-")
-    try:
-        with os.fdopen(fd, "wb") as file, requests.get(url, stream=True, timeout=(10, 60)) as response:
-            response.raise_for_status()
-            for chunk in response.iter_content(1 << 20):
-                file.write(chunk)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _vocab_file(folder: Path) -> Path:
     """``vocab.txt`` in ``folder``, else bert-base-uncased's from the hub cache (downloaded unless offline).
 
@@ -174,7 +152,7 @@ class Albef(ContrastiveClassifier):
         local = self._local_checkpoint()
         try:
             if not local.is_file():  # a URL not downloaded yet
-                _download(self.spec.model_id, local)
+                download_file(self.spec.model_id, local)
             model = load_albef(local)
         except AlbefCheckpointError as exc:
             raise AdapterLoadError(

@@ -19,6 +19,8 @@ _FAMILY_MODULES = (
     "grounding_dino",
     "owl",
     "omdet_turbo",
+    "detic",
+    "vlpart",
     "clip",
     "siglip",
     "blip",

@@ -13,6 +13,7 @@ __all__ = [
     "CHANNELS_LAST",
     "SEGMENTER_MAX_SIDE",
     "check_device",
+    "download_file",
     "from_pretrained",
     "load_transformers_model",
     "local_path",
@@ -244,3 +245,25 @@ def resize_rule_of_transform(transform: Any) -> ResizeRule | None:
             size = step.size if isinstance(step.size, int) else max(step.size)
             return ResizeRule(shortest=int(size), longest=step.max_size)
     return None
+
+
+def download_file(url: str, path: Path) -> None:
+    """Download ``url`` to ``path`` through a temporary file in the same folder, so a partial file never counts.
+
+    Every read has a timeout: a stalled server fails the load (retried later) instead of holding the loader.
+    """
+    import tempfile
+
+    import requests
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".download-")
+    try:
+        with os.fdopen(fd, "wb") as file, requests.get(url, stream=True, timeout=(10, 60)) as response:
+            response.raise_for_status()
+            for chunk in response.iter_content(1 << 20):
+                file.write(chunk)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

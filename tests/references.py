@@ -271,6 +271,53 @@ def sam3(adapter: Any, image: np.ndarray) -> sv.Detections:
     return sv.Detections.merge(found)
 
 
+def _detectron2_demo(adapter: Any, image: np.ndarray, text: torch.Tensor, one_class: bool) -> sv.Detections:
+    """The demos' ``reset_cls_test`` classifier from (C, D) text features (zero background column, columns
+    L2-normalised), detectron2's PIL resize to 800/1333 and padding to 32, then the port's network (proven against
+    the original code in test_detic_net)."""
+    from model_adapters.detic_net.roi_heads import DetectionSettings
+
+    zs = torch.cat([text.T, torch.zeros(text.shape[1], 1)], dim=1)
+    zs = torch.nn.functional.normalize(zs, p=2, dim=0)  # as reset_cls_test
+    height, width = image.shape[:2]
+    scale = 800 / min(height, width)
+    new_h, new_w = (800, scale * width) if height < width else (scale * height, 800)
+    if max(new_h, new_w) > 1333:
+        new_h, new_w = new_h * 1333 / max(new_h, new_w), new_w * 1333 / max(new_h, new_w)
+    new_h, new_w = int(new_h + 0.5), int(new_w + 0.5)
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR), dtype=np.float32)
+    # float32 arithmetic, as detectron2's ``(x - pixel_mean) / pixel_std`` on float32 tensors
+    mean = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+    std = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+    padded = np.zeros((-(-new_h // 32) * 32, -(-new_w // 32) * 32, 3), dtype=np.float32)
+    padded[:new_h, :new_w] = (resized - mean) / std
+    pixels = torch.from_numpy(padded).permute(2, 0, 1)[None]
+    settings = DetectionSettings(0.0, 0.5, 300, one_class)
+    # The sweep asks with the default ``task``, detection: boxes only, no masks (those are proven in test_detic_net).
+    (det,) = adapter.net(pixels, [(new_h, new_w)], [(height, width)], zs, settings=settings, with_masks=False)
+    return sv.Detections(xyxy=det.boxes.numpy(), confidence=det.scores.numpy(), class_id=det.classes.numpy())
+
+
+@torch.inference_mode()
+def detic(adapter: Any, image: np.ndarray) -> sv.Detections:
+    """Detic's demo: ``get_clip_embeddings`` = CLIP ViT-B/32 text features of "a " + name, one class per proposal."""
+    tokenizer, model = adapter.text._models[adapter.default_text_encoder]  # the adapter's loaded weights
+    tokens = tokenizer(["a " + p for p in PROMPTS], padding=True, return_tensors="pt")
+    text = model.get_text_features(**tokens)
+    return _detectron2_demo(adapter, image, getattr(text, "pooler_output", text), one_class=True)
+
+
+@torch.inference_mode()
+def vlpart(adapter: Any, image: np.ndarray) -> sv.Detections:
+    """VLPart's demo: ``get_clip_embeddings`` = CLIP RN50 (open_clip) text features of "a " + lowercased name."""
+    import open_clip
+
+    name = adapter.default_text_encoder  # local-dir:<folder beside the checkpoint>
+    model, _ = adapter.text._models[name]  # the adapter's loaded text tower: its weights, not its code path
+    text = model.encode_text(open_clip.get_tokenizer(name)(["a " + p.lower() for p in PROMPTS]))
+    return _detectron2_demo(adapter, image, text, one_class=False)
+
+
 @torch.inference_mode()
 def dino_embedding(adapter: Any, image: np.ndarray) -> np.ndarray:
     """DINOv2's linear-probe features: the processor's pixels, the model's forward, then the normalised
@@ -295,6 +342,9 @@ REFERENCES: dict[str, Callable[[Any, np.ndarray], sv.Detections]] = {
     "openclip": openclip,
     "fastvit": fastvit,
     "albef": albef,
+    "detic": detic,
+    "codet": detic,
+    "vlpart": vlpart,
     "sam": sam,
     "sam2": sam2,
     "segment_anything": segment_anything,

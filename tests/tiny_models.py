@@ -901,6 +901,33 @@ def build_albef(path: Path, checkpoint: str = "albef_tiny_retrieval96.pth") -> P
     return path / checkpoint
 
 
+DETIC_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "detic"
+
+
+def build_detic(path: Path) -> Path:
+    """The tiny Detic checkpoint of the fixtures (made with the original code) and a tiny CLIP text encoder with a
+    32-d projection (the tiny classifier's width) in ``clip-vit-base-patch32/`` beside it, as for offline use.
+
+    Returns the ``.pth`` path, which is the ``model_id`` of the ``detic`` and ``codet`` adapters.
+    """
+    config = tfm.CLIPConfig(text_config=_clip_text(), vision_config=TINY_VISION, projection_dim=32)
+    processor = tfm.CLIPProcessor(tfm.CLIPImageProcessor(**TINY_CLIP_IMAGE), clip_tokenizer(model_max_length=77))
+    _save(path / "clip-vit-base-patch32", tfm.CLIPModel, config, processor)
+    shutil.copy(DETIC_FIXTURES / "tiny_detic_swinb.pth", path / "tiny_detic_swinb.pth")
+    return path / "tiny_detic_swinb.pth"
+
+
+def build_vlpart(path: Path) -> Path:
+    """The tiny VLPart R50 checkpoint of the fixtures (made with the original code) and a tiny open_clip model with
+    a 32-d text projection (the tiny classifier's width) in ``clip-rn50/`` beside it, as for offline use.
+
+    Returns the ``.pth`` path, which is the ``model_id`` of the ``vlpart`` adapter.
+    """
+    build_open_clip(path / "clip-rn50")
+    shutil.copy(DETIC_FIXTURES / "tiny_vlpart_r50.pth", path / "tiny_vlpart_r50.pth")
+    return path / "tiny_vlpart_r50.pth"
+
+
 def build_open_clip_dir(path: Path) -> Path:
     """``build_open_clip`` as a folder ``model_id`` for the ``openclip`` adapter (config + weights inside)."""
     build_open_clip(path)
@@ -919,6 +946,9 @@ def build_fastvit_dir(path: Path) -> Path:
 
 TINY_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "albef": build_albef,
+    "detic": build_detic,
+    "vlpart": build_vlpart,
+    "codet": build_detic,  # the same network; CoDet checkpoints differ only by training-only keys
     "openclip": build_open_clip_dir,
     "fastvit": build_fastvit_dir,
     "segment_anything": build_segment_anything,

@@ -125,7 +125,7 @@ def setup_token_server(label_studio: LabelStudio, tmp_path_factory: pytest.TempP
         yield server
 
 
-@pytest.mark.parametrize("model", ["owlv2", "omdet_turbo"])
+@pytest.mark.parametrize("model", ["owlv2", "omdet_turbo", "detic"])
 def test_each_project_picks_its_detector_through_extra_params(
     label_studio: LabelStudio,
     setup_token_server: PrelabelServer,

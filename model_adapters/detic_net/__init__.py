@@ -1,0 +1,1 @@
+"""Pure-PyTorch port of Detic / CoDet (detectron2-free, inference only); see model.py."""
