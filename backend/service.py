@@ -29,6 +29,7 @@ from backend.ranking.tabs import ensure_tab, label_next_tab, score_source
 from backend.review import gauges
 from backend.review.fetch import Skipped, backend_version, pairs
 from backend.review.metrics import review_report
+from backend.review.thresholds import project_thresholds
 from backend.runner import Outcome, RequestBudget, Runner
 from backend.settings import ServerSettings
 from backend.store import ProjectRecord, ProjectStore, project_id
@@ -244,12 +245,24 @@ class PrelabelService:
             version = version or backend_version(ls, pid, self.store.versions(str(pid)))
             report = review_report(
                 pairs(ls, pid, version, skipped), skipped, project=pid, version=version,
-                link=lambda task: ls.url(f"/projects/{pid}/data?task={task}"),
+                link=lambda task: ls.url(f"/projects/{pid}/data?task={task}"), thresholds=self._thresholds(pid),
             )  # fmt: skip
         except LabelStudioAPIError as exc:
             raise BadRequest(f"could not read project {pid}'s annotations: {exc}") from None
         gauges.publish(report)
         return report
+
+    def _thresholds(self, pid: int) -> dict[tuple[str, str], dict[str, Any]]:
+        """The score thresholds the project is served with now (calibrated by its learned version, else configured)."""
+        record = self.store.find(pid)
+        if record is None:
+            return {}
+        try:
+            base = self.plan(record.label_config, record.extra_params)
+            return project_thresholds(base, self.learner.serve(record, base))
+        except BadRequest as exc:  # settings no longer valid: the report still stands, without the marks
+            log.warning("project %s: no thresholds to mark on the report: %s", pid, exc)
+            return {}
 
     def _project_api(self, pid: int) -> LabelStudioClient:
         """Label Studio's API for a project (``LABEL_STUDIO_URL``, else what its ``/setup`` said), or why not."""

@@ -1,14 +1,17 @@
 """A review report (``backend.review.metrics``) -> the text table ``prelabel report`` prints, and the HTML page.
 
 The page is one self-contained document (inline CSS and SVG, no scripts): per-label precision and recall bars, a
-shaded confusion matrix per ``Choices`` control, agreement per annotator, and the tasks the model disagrees with most,
-each a link into Label Studio.
+shaded confusion matrix per ``Choices`` control, the score histogram of accepted vs corrected objects and a threshold
+curve per label (``backend.review.figures``), agreement per annotator, the model versions reviewed so far, and the
+tasks the model disagrees with most, each a link into Label Studio.
 """
 
 from __future__ import annotations
 
 from html import escape
 from typing import Any
+
+from backend.review.figures import ACCEPTED, CORRECTED, histogram_svg, threshold_svg
 
 __all__ = ["report_html", "report_table"]
 
@@ -18,7 +21,7 @@ body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#1b1b1b;max-width:80em
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em}.muted{color:#666}
 table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:left}
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}svg text{font:11px sans-serif}
-.cm td{text-align:center;min-width:3em;border:1px solid #ddd}
+.cm td{text-align:center;min-width:3em;border:1px solid #ddd}figure{display:inline-block;margin:0 1em 1em 0}
 """
 _PRECISION, _RECALL = "#1565c0", "#ef6c00"
 
@@ -57,6 +60,7 @@ def report_html(report: dict[str, Any]) -> str:
         "<h2>Per label</h2>",
         _labels_html(report["labels"]),
         *(_choice_html(choice) for choice in report["choices"]),
+        _figures_html(report),
         "<h2>Per annotator</h2>",
         _annotators_html(report["annotators"]),
         "<h2>Where the model disagrees most</h2>",
@@ -64,6 +68,21 @@ def report_html(report: dict[str, Any]) -> str:
         "</body></html>",
     ]
     return "".join(parts)
+
+
+def _figures_html(report: dict[str, Any]) -> str:
+    if not report["threshold_curves"]:
+        return ""
+    return (
+        "<h2>Scores of accepted and corrected objects</h2>"
+        f"<figure class='histogram'>{histogram_svg(report['score_histogram'])}<figcaption class='muted'>"
+        f"<span style='color:{ACCEPTED}'>&#9632;</span> accepted (kept by the annotator) "
+        f"<span style='color:{CORRECTED}'>&#9632;</span> corrected (deleted or changed)</figcaption></figure>"
+        "<h2>F1 against the score threshold</h2>"
+        + "".join(f"<figure class='curve'>{threshold_svg(curve)}</figure>" for curve in report["threshold_curves"])
+        + "<p class='muted'>solid: F1; dashed: precision (blue) and recall (orange); vertical line: the project's "
+        "threshold</p>"
+    )
 
 
 def _summary(report: dict[str, Any]) -> str:
