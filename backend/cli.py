@@ -51,6 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "label-next", help="create or update a project's 'Label next' Data Manager tab (most uncertain first)"
     )
     label_next.add_argument("--project", type=int, required=True, help="Label Studio's project id")
+    label_next.add_argument(
+        "--disagreements",
+        action="store_true",
+        help="make the 'Model disagrees' tab instead: the tasks where the model and the annotators disagree most",
+    )
     report = commands.add_parser("report", help="how a project's annotations compare with the model's predictions")
     report.add_argument("--project", type=int, required=True, help="Label Studio's project id")
     report.add_argument("--version", help="model version to review (default: the one the project's backend serves)")
@@ -62,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "preview":
         return _preview(args)
     if args.command == "label-next":
-        return _label_next(args.project)
+        return _label_next(args.project, disagreements=args.disagreements)
     if args.command == "adapters":
         from model_adapters.registry import available_adapters
 
@@ -160,7 +165,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _label_next(pid: int) -> int:
+def _label_next(pid: int, *, disagreements: bool) -> int:
     import json
 
     from backend.errors import BadRequest
@@ -168,7 +173,8 @@ def _label_next(pid: int) -> int:
     from backend.settings import ServerSettings, SettingsError
 
     try:
-        print(json.dumps(PrelabelService(ServerSettings.from_env()).label_next(pid)))
+        service = PrelabelService(ServerSettings.from_env())
+        print(json.dumps(service.disagreements_tab(pid) if disagreements else service.label_next(pid)))
     except (SettingsError, BadRequest) as exc:
         print(f"prelabel: {exc}", file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ from backend.plan import Plan, build_plan, check_server_defaults, parse_extra_pa
 from backend.preview import first_tasks, report
 from backend.ranking.settings import ranking_settings
 from backend.ranking.strategies import agreement, boosted, label_counts
-from backend.ranking.tabs import ensure_tab, label_next_tab, score_source
+from backend.ranking.tabs import disagreements_tab, ensure_tab, label_next_tab, score_source
 from backend.review import gauges
 from backend.review.fetch import Skipped, backend_version, pairs
 from backend.review.metrics import review_report
@@ -229,6 +229,21 @@ class PrelabelService:
             return {**made, "scores_from": score_source(ls, pid, self.store.versions(str(pid)))}
         except LabelStudioAPIError as exc:
             raise BadRequest(f"could not create the Label next tab of project {pid}: {exc}") from None
+
+    def disagreements_tab(self, pid: int) -> dict[str, Any]:
+        """Create or update the project's "Model disagrees" tab: the review report's most disagreeing tasks; idempotent.
+
+        Raises:
+            BadRequest: The project is not set up here, Label Studio's URL is unknown, or its API refused.
+        """
+        report = self.review(pid)
+        ls = self._project_api(pid)
+        try:
+            made = ensure_tab(ls, pid, disagreements_tab(report["disagreeing_tasks"]))
+            scores = score_source(ls, pid, self.store.versions(str(pid)))
+        except LabelStudioAPIError as exc:
+            raise BadRequest(f"could not create the Model disagrees tab of project {pid}: {exc}") from None
+        return {**made, "scores_from": scores, "tasks": report["disagreeing_tasks"]}
 
     def review(self, pid: int, version: str | None = None) -> dict[str, Any]:
         """The project's review report (``backend.review``): its annotations against the model's predictions.

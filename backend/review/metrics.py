@@ -25,9 +25,10 @@ from backend.review.curves import score_histogram, threshold_curve
 from backend.review.fetch import Pair, Skipped
 from backend.review.matching import Matching, match_regions
 
-__all__ = ["DISAGREEMENTS_SHOWN", "NO_ANSWER", "review_report"]
+__all__ = ["DISAGREEING_TASKS", "DISAGREEMENTS_SHOWN", "NO_ANSWER", "review_report"]
 
 DISAGREEMENTS_SHOWN = 20
+DISAGREEING_TASKS = 50  # the "Model disagrees" tab's tasks (Label Studio gets one filter row per task)
 NO_ANSWER = "(none)"  # the model gave no answer to a Choices control the annotator answered
 
 
@@ -119,6 +120,8 @@ def review_report(
             }
             for agreement, task, annotation, name in worst[:DISAGREEMENTS_SHOWN]
         ],
+        # each task once, at its least agreeing annotation; ties by task id
+        "disagreeing_tasks": list(dict.fromkeys(task for _, task, _, _ in worst))[:DISAGREEING_TASKS],
     }
 
 

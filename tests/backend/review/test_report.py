@@ -77,6 +77,32 @@ def label_studio(monkeypatch: pytest.MonkeyPatch) -> Any:
         def backends() -> Any:
             return json.dumps([{"id": 1, "model_version": ls.served}] if ls.served else [])
 
+        ls.views = []
+        ls.project_version = "prelabel"  # what connecting a backend leaves there: its title
+
+        @ls.app.get("/api/dm/views")
+        def views() -> Any:
+            assert request.args["project"] == "3"
+            return json.dumps(ls.views)
+
+        @ls.app.post("/api/dm/views/")
+        def create_view() -> Any:
+            view = {"id": len(ls.views) + 1, "project": request.json["project"], "data": request.json["data"]}
+            ls.views.append(view)
+            return view, 201
+
+        @ls.app.patch("/api/dm/views/<int:vid>/")
+        def update_view(vid: int) -> Any:
+            (view,) = [v for v in ls.views if v["id"] == vid]
+            view["data"] = request.json["data"]
+            return view
+
+        @ls.app.route("/api/projects/3/", methods=["GET", "PATCH"])
+        def project() -> Any:
+            if request.method == "PATCH":
+                ls.project_version = request.json["model_version"]
+            return {"id": 3, "model_version": ls.project_version}
+
         @ls.app.get("/api/tasks")
         def tasks() -> Any:
             assert request.args["project"] == "3" and request.args["fields"] == "all"
@@ -218,3 +244,35 @@ def test_polygons_are_matched_by_mask_iou() -> None:
     (row,) = report["labels"]
     assert (row["kind"], row["matched"], row["precision"], row["recall"]) == ("objects", 1, 1.0, 1.0)
     assert row["mean_iou"] == pytest.approx(0.75, abs=0.03) and report["unchanged"] == 0.0
+
+
+def test_model_disagrees_tab_holds_the_most_disagreeing_tasks_and_is_made_once(
+    tmp_path: Path, label_studio: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = client_for(tmp_path, label_studio.url)
+    label_studio.views.append({"id": 1, "project": 3, "data": {"title": "Label next: most uncertain first"}})
+    made = client.post("/label-next?project=3&disagreements=1")
+    assert made.status_code == 200, made.json
+    # alice's t2 and bob's t5 agree 0, alice's t1 2/3; bob's t1 and t3 agree fully
+    assert made.json == {"id": 2, "title": "Model disagrees: review these", "action": "created", "scores_from": "v1",
+                         "tasks": [2, 5, 1]}  # fmt: skip
+    assert label_studio.project_version == "v1"
+    tab = label_studio.views[1]["data"]
+    assert tab["ordering"] == ["-tasks:predictions_score"] and tab["filters"]["conjunction"] == "or"
+    assert tab["filters"]["items"] == [
+        {"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": task} for task in (2, 5, 1)
+    ]
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "t")
+    assert main(["label-next", "--project", "3", "--disagreements"]) == 0
+    assert json.loads(capsys.readouterr().out)["action"] == "updated" and len(label_studio.views) == 2
+    assert label_studio.views[0]["data"] == {"title": "Label next: most uncertain first"}  # the other tab untouched
+    assert client.post("/label-next?project=3&disagreements=maybe").status_code == 400
+
+
+def test_no_disagreement_makes_a_tab_that_shows_nothing() -> None:
+    from backend.ranking.tabs import disagreements_tab
+
+    (only,) = disagreements_tab([])["filters"]["items"]
+    assert only == {"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": 0}
