@@ -28,6 +28,7 @@ from backend.ranking.strategies import agreement, boosted, label_counts
 from backend.ranking.tabs import disagreements_tab, ensure_tab, label_next_tab, score_source
 from backend.review import gauges
 from backend.review.fetch import Skipped, backend_version, pairs
+from backend.review.history import summary, versions
 from backend.review.metrics import review_report
 from backend.review.thresholds import project_thresholds
 from backend.runner import Outcome, RequestBudget, Runner
@@ -249,7 +250,8 @@ class PrelabelService:
         """The project's review report (``backend.review``): its annotations against the model's predictions.
 
         Predictions of ``version``, by default the project's ML backend's current version; the report also sets the
-        review gauges at ``/metrics``.
+        review gauges at ``/metrics``, and its summary is kept per version (``backend.review.history``): ``history``
+        holds every version reviewed so far.
 
         Raises:
             BadRequest: The project is not set up here, Label Studio's URL is unknown, or its API refused.
@@ -265,6 +267,9 @@ class PrelabelService:
         except LabelStudioAPIError as exc:
             raise BadRequest(f"could not read project {pid}'s annotations: {exc}") from None
         gauges.publish(report)
+        if version is not None and report["annotations"]:  # a report of one version that compared something
+            self.store.add_review(pid, version, summary(report))
+        report["history"] = versions(self.store.reviews(pid))
         return report
 
     def _thresholds(self, pid: int) -> dict[tuple[str, str], dict[str, Any]]:

@@ -44,6 +44,11 @@ def report_table(report: dict[str, Any]) -> str:
               for p in report["annotators"]]  # fmt: skip
     if people:
         lines += ["", *_aligned(("annotator", "annotations", "agreement", "unchanged"), people)]
+    history = [(r["model_version"], r["last"], str(r["annotations"]), _num(r["agreement"]), _percent(r["unchanged"]),
+                _num(r["precision"]), _num(r["recall"])) for r in report.get("history") or []]  # fmt: skip
+    if history:
+        header = ("model version", "last reviewed", "annotations", "agreement", "unchanged", "precision", "recall")
+        lines += ["", *_aligned(header, history)]
     if report["disagreements"]:
         lines += ["", "the model disagrees most with:"]
         lines += [f"  task {d['task']} ({d['annotator']}): agreement {d['agreement']:.2f}  {d['url']}"
@@ -63,6 +68,7 @@ def report_html(report: dict[str, Any]) -> str:
         _figures_html(report),
         "<h2>Per annotator</h2>",
         _annotators_html(report["annotators"]),
+        _history_html(report.get("history") or []),
         "<h2>Where the model disagrees most</h2>",
         _disagreements_html(report["disagreements"]),
         "</body></html>",
@@ -165,6 +171,23 @@ def _bar(value: float | None) -> str:
         f"<svg width='250' height='16' role='img' aria-label='agreement'><rect x='0' y='2' width='{width}' "
         f"height='12' fill='{_PRECISION}'/><text x='{width + 4}' y='12'>{_num(value)}</text></svg>"
     )
+
+
+def _history_html(rows: list[dict[str, Any]]) -> str:
+    """The model versions reviewed so far, each with its newest numbers."""
+    if not rows:
+        return ""
+    head = "".join(
+        f"<th>{c}</th>"
+        for c in ("model version", "last reviewed", "annotations", "agreement", "unchanged", "precision", "recall")
+    )
+    body = "".join(
+        f"<tr><td>{escape(r['model_version'])}</td><td>{escape(r['last'])}</td><td class='n'>{r['annotations']}</td>"
+        f"<td>{_bar(r['agreement'])}</td><td class='n'>{_percent(r['unchanged'])}</td>"
+        f"<td class='n'>{_num(r['precision'])}</td><td class='n'>{_num(r['recall'])}</td></tr>"
+        for r in rows
+    )
+    return f"<h2>Model versions reviewed</h2><table class='history'><tr>{head}</tr>{body}</table>"
 
 
 def _disagreements_html(rows: list[dict[str, Any]]) -> str:

@@ -276,3 +276,28 @@ def test_no_disagreement_makes_a_tab_that_shows_nothing() -> None:
 
     (only,) = disagreements_tab([])["filters"]["items"]
     assert only == {"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": 0}
+
+
+def test_each_report_is_kept_per_model_version(tmp_path: Path, label_studio: Any) -> None:
+    client = client_for(tmp_path, label_studio.url)
+    first = client.get("/report?project=3").json
+    (v1,) = first["history"]
+    # v1: matched Car 3 + Person 2 + Red 1 of predicted 4 + 2 + 2 and annotated 3 + 3 + 1 (+ Blue 1, Green 1)
+    assert {k: v1[k] for k in ("model_version", "reports", "annotations", "tasks", "agreement", "unchanged")} == {
+        "model_version": "v1", "reports": 1, "annotations": 5, "tasks": 4, "agreement": first["agreement"],
+        "unchanged": 0.4}  # fmt: skip
+    assert (v1["precision"], v1["recall"], v1["choice_accuracy"]) == (0.75, pytest.approx(6 / 9, abs=1e-4),
+                                                                       pytest.approx(1 / 3, abs=1e-4))  # fmt: skip
+    label_studio.served = "v0"  # a new version: t2 (Blue) and t4 (Red) annotated as it said
+    client.get("/report?project=3")
+    client.get("/report?project=3&version=v1")
+    label_studio.served = None  # mixed versions: not kept
+    history = client.get("/report?project=3").json["history"]
+    assert [(h["model_version"], h["reports"]) for h in history] == [("v1", 2), ("v0", 1)]
+    assert (history[1]["agreement"], history[1]["precision"], history[1]["recall"]) == (1.0, 1.0, 1.0)
+    assert history[1]["choice_accuracy"] == 1.0 and history[0]["first"] <= history[0]["last"]
+    page = client.get("/report.html?project=3").text
+    assert "<h2>Model versions reviewed</h2>" in page and "<td>v0</td>" in page
+    # kept in the store: another server on the same MODEL_DIR sees it
+    again = client_for(tmp_path, label_studio.url).get("/report?project=3&version=v0").json["history"]
+    assert [(h["model_version"], h["reports"]) for h in again] == [("v1", 2), ("v0", 2)]
