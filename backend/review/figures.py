@@ -10,11 +10,12 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-__all__ = ["ACCEPTED", "CORRECTED", "PAD", "PLOT_H", "PLOT_W", "histogram_svg", "threshold_svg"]
+__all__ = ["ACCEPTED", "CORRECTED", "PAD", "PLOT_H", "PLOT_W", "THRESHOLD", "histogram_svg", "threshold_svg"]
 
 PLOT_W, PLOT_H, PAD = 300, 120, 30
 ACCEPTED, CORRECTED = "#2e7d32", "#c62828"
-_F1, _PRECISION, _RECALL, _THRESHOLD = "#1b1b1b", "#1565c0", "#ef6c00", "#6a1b9a"
+_F1, _PRECISION, _RECALL = "#1b1b1b", "#1565c0", "#ef6c00"
+THRESHOLD = "#6a1b9a"
 
 
 def _x(score: float) -> float:
@@ -74,9 +75,9 @@ def threshold_svg(curve: dict[str, Any]) -> str:
     if curve["project_threshold"] is not None:
         t = curve["project_threshold"]
         lines.append(
-            f"<line class='threshold' x1='{_x(t)}' y1='{_y(1)}' x2='{_x(t)}' y2='{_y(0)}' stroke='{_THRESHOLD}' "
+            f"<line class='threshold' x1='{_x(t)}' y1='{_y(1)}' x2='{_x(t)}' y2='{_y(0)}' stroke='{THRESHOLD}' "
             f"stroke-width='2'><title>{escape(curve['threshold_source'] or '')} threshold {t:g}</title></line>"
-            f"<text x='{_x(t) + 3}' y='{_y(1) + 10}' fill='{_THRESHOLD}'>{escape(curve['threshold_source'] or '')} "
+            f"<text x='{_x(t) + 3}' y='{_y(1) + 10}' fill='{THRESHOLD}'>{escape(curve['threshold_source'] or '')} "
             f"{t:g}</text>"
         )
     title = f"{curve['control']} / {curve['label']}: F1 vs score threshold (best {_g(curve['best'])})"
