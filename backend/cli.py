@@ -2,8 +2,8 @@
 
 ``serve`` runs the backend under gunicorn; ``adapters`` lists the models; ``preview`` predicts a project's first tasks
 on a running server (nothing written) and prints each label's score distribution, to tune thresholds before a bulk run;
-``label-next`` makes a project's "Label next" tab in Label Studio with the server's settings (``MODEL_DIR``,
-``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY``); ``report`` prints how a project's annotations compare with the
+``label-next`` makes a project's "Label next" tab (with ``--disagreements``: its "Model disagrees" tab) in Label Studio
+with the server's settings (``MODEL_DIR``, ``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY``); ``report`` prints how a project's annotations compare with the
 model's predictions (or writes the HTML page with ``-o``), with the same settings.
 """
 
