@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.e2e.browser import colour_pixels, open_page
 from tests.e2e.label_studio import LabelStudio
 from tests.e2e.prelabel_server import PrelabelServer
 from tests.e2e.test_learning_in_label_studio import BLUE, CHOICES, RED, coloured_file
@@ -88,6 +89,9 @@ def test_report_counts_what_label_studio_stores(
 
         page = requests.get(f"{server.url}/report.html", params={"project": pid}, timeout=60)
         assert page.status_code == 200 and "<table class='cm'>" in page.text and "<svg" in page.text
+        dom, pixels = open_page(page.text, tmp_path)
+        assert '<table class="cm">' in dom and dom.count('<rect class="precision"') == len(report["labels"])
+        assert colour_pixels(pixels, "#1565c0") > 100  # the precision and agreement bars are painted
         cli = subprocess.run(
             [sys.executable, "-m", "backend.cli", "report", "--project", str(pid)],
             env={**os.environ, **server.env}, capture_output=True, text=True, timeout=120,
