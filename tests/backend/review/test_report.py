@@ -301,3 +301,23 @@ def test_each_report_is_kept_per_model_version(tmp_path: Path, label_studio: Any
     # kept in the store: another server on the same MODEL_DIR sees it
     again = client_for(tmp_path, label_studio.url).get("/report?project=3&version=v0").json["history"]
     assert [(h["model_version"], h["reports"]) for h in again] == [("v1", 2), ("v0", 2)]
+
+
+def test_curves_mark_the_threshold_the_project_is_served_with(tmp_path: Path, label_studio: Any) -> None:
+    from backend.store import ProjectRecord, ProjectStore
+
+    config = """<View><Image name="image" value="$image"/>
+      <RectangleLabels name="label" toName="image"><Label value="Car"/><Label value="Person"/></RectangleLabels>
+      <Choices name="colour" toName="image"><Choice value="Red"/><Choice value="Blue"/><Choice value="Green"/></Choices>
+    </View>"""
+    extra = {"detection": {"score_threshold": 0.2}}
+    ProjectStore(tmp_path).save(ProjectRecord("3.1700000000", config, extra, None, None, "v1"))
+    report = client_for(tmp_path, label_studio.url).get("/report?project=3").json
+    curves = {c["label"]: c for c in report["threshold_curves"]}
+    assert set(curves) == {"Car", "Person"}  # objects only: Choices have no curve
+    assert {(c["project_threshold"], c["threshold_source"]) for c in curves.values()} == {(0.2, "configured")}
+    # Car: 0.9 kept twice, 0.8 kept by bob and deleted by alice, of 3 annotated; at 0.85 only the two 0.9s remain
+    car = curves["Car"]
+    assert car["precision"][17] == 1.0 and car["recall"][17] == pytest.approx(2 / 3, abs=1e-4)
+    assert car["f1"][0] == pytest.approx(2 * 3 / (4 + 3), abs=1e-4) and car["best"] == 0.8
+    assert report["score_histogram"]["accepted"][7:] == [2, 1, 2] and report["score_histogram"]["corrected"][8] == 1
