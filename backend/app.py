@@ -1,7 +1,8 @@
 """Flask app speaking Label Studio's ML-backend protocol, plus a status page for people.
 
 Routes: ``/health``, ``/setup``, ``/predict``, ``/preview``, ``/webhook``, ``/versions``, ``/label-next``,
-``/report`` (JSON) and ``/report.html``, ``/metrics``, and ``/``
+``/report`` (JSON) and ``/report.html``, ``/jobs`` (bulk jobs: ``POST /jobs``, ``GET /jobs/<id>``,
+``DELETE /jobs/<id>``), ``/metrics``, and ``/``
 (an HTML page saying what Label Studio does not show: refused settings, tasks not predicted and why, model states).
 Each route parses the body, calls ``PrelabelService`` and renders JSON. Errors are JSON too: 400 for a request that breaks the
 protocol or carries bad settings, 401 for missing credentials, 413 for a body over ``PRELABEL_MAX_BODY_MB``, 503 when
@@ -54,6 +55,7 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
     if settings.preload_projects:
         service.preload_recent_projects()
     service.learner.start()
+    service.jobs.start()
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -185,6 +187,25 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
                 '{"error": "name the project: /versions?project=<id>"}', 404, content_type="application/json"
             )
         return jsonify(versions=service.versions(project))
+
+    @app.post("/jobs")
+    def submit_job() -> tuple[Response, int]:
+        job, new = service.submit_job(_json_object())
+        return jsonify(job), 201 if new else 200
+
+    @app.get("/jobs")
+    def jobs() -> Response:
+        return jsonify(jobs=service.recent_jobs())
+
+    @app.get("/jobs/<int:job_id>")
+    def job(job_id: int) -> tuple[Response, int]:
+        found = service.job(job_id)
+        return (jsonify(found), 200) if found else (jsonify(error=f"no job {job_id}"), 404)
+
+    @app.delete("/jobs/<int:job_id>")
+    def cancel_job(job_id: int) -> tuple[Response, int]:
+        found = service.cancel_job(job_id)
+        return (jsonify(found), 200) if found else (jsonify(error=f"no job {job_id}"), 404)
 
     @app.post("/label-next")
     def label_next() -> Response:

@@ -16,6 +16,8 @@ __all__ = [
     "ERRORS",
     "FITS",
     "FIT_SECONDS",
+    "JOBS",
+    "JOB_TASKS",
     "MODEL_LOAD_SECONDS",
     "REQUESTS",
     "REQUEST_SECONDS",
@@ -38,6 +40,10 @@ TASKS = Counter("prelabel_tasks", "Tasks predicted, by outcome", ["outcome"])
 ERRORS = Counter("prelabel_errors", "Errors by kind (media, adapter, model_load, request, internal)", ["kind"])
 FITS = Counter("prelabel_fits", "Fits of learned versions, by outcome (fitted, nothing_to_learn, failed)", ["outcome"])
 FIT_SECONDS = Histogram("prelabel_fit_seconds", "Time of a fit, from claim to new version", buckets=_LATENCY_BUCKETS)
+JOBS = Counter("prelabel_jobs", "Bulk jobs ended, by state (done, failed, cancelled)", ["state"])
+JOB_TASKS = Counter(
+    "prelabel_job_tasks", "Tasks bulk jobs finished, by outcome (predicted, skipped, failed)", ["outcome"]
+)
 MODEL_LOAD_SECONDS = Histogram(
     "prelabel_model_load_seconds", "Time to load a model", ["adapter", "model_id"],
     buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),

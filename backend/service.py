@@ -15,6 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from backend.errors import BadRequest
+from backend.jobs.loop import JobLoop
+from backend.jobs.pages import JobFilter
+from backend.jobs.report import describe
+from backend.jobs.runner import JobError, JobRunner, LocalEngine, Target
+from backend.jobs.store import Job, JobStore
 from backend.learning.examples import teaching
 from backend.learning.learner import Learner, Services
 from backend.learning.settings import learning_settings
@@ -23,6 +28,8 @@ from backend.media import MediaFetcher
 from backend.models import ModelPool
 from backend.plan import Plan, build_plan, check_server_defaults, parse_extra_params
 from backend.preview import first_tasks, report
+from backend.ranking.closing_loop import ORIGIN as CLOSING_LOOP
+from backend.ranking.closing_loop import most_uncertain, show_version
 from backend.ranking.settings import ranking_settings
 from backend.ranking.strategies import agreement, boosted, label_counts
 from backend.ranking.tabs import disagreements_tab, ensure_tab, label_next_tab, score_source
@@ -65,8 +72,12 @@ class PrelabelService:
             label_studio=self.label_studio,
             predict=lambda tasks, plan, ls: self.runner.predict(tasks, plan, ls).entries,
             model_wait=settings.model_wait,
+            fitted=self._repredict_after_fit,
         )
         self.learner = Learner(settings.model_dir, self.store, services, debounce=settings.fit_debounce)
+        engine = LocalEngine(self.runner.predict)
+        runner = JobRunner(JobStore(settings.model_dir), self.job_target, engine, settings.job_page_size)
+        self.jobs = JobLoop(runner, finished=self._after_job)
 
     def plan(self, label_config: str, extra_params: dict[str, Any]) -> Plan:
         """The plan for a config and a project's settings, with the server's defaults underneath."""
@@ -181,13 +192,113 @@ class PrelabelService:
         base = plan = self.plan(config, record.extra_params if record else {})
         if record is not None and config == record.label_config:
             plan = self.learner.serve(record, plan)
+        ls = self.label_studio(record)
         if isinstance(context, dict) and context.get("result"):
-            return self.runner.interactive(tasks, context, plan, self.label_studio(record))
+            return self.runner.interactive(tasks, context, plan, ls)
+        pid = project_id(project) if record is not None else None
+        held = self.jobs.store.pending_tasks(pid) if pid is not None and self.settings.handoff else set()
+        todo = [t for t in tasks if not _held(t, held)]  # a job writes those
         budget = RequestBudget(self.settings.predict_budget, client_gone)
-        outcome = self.runner.predict(tasks, plan, self.label_studio(record), budget)
-        self._rerank(tasks, outcome.entries, plan, base, record, budget)
-        self._report(outcome, project)
-        return outcome.entries
+        outcome = self.runner.predict(todo, plan, ls, budget)
+        self._rerank(todo, outcome.entries, plan, base, record, budget)
+        job = None
+        if outcome.unreached and pid is not None and ls is not None and self.settings.handoff:
+            # Label Studio stores nothing of an answer its caller no longer waits for: then the job does every task
+            left = todo if client_gone() else [t for t in todo if t.get("id") in set(outcome.unreached)]
+            ids = tuple(sorted({t["id"] for t in left if isinstance(t.get("id"), int)}))
+            job, _ = self.jobs.submit(pid, JobFilter(task_ids=ids, without_annotations=False), origin="retrieve")
+        self._report(outcome, project, job)
+        if len(todo) == len(tasks):
+            return outcome.entries
+        answers = iter(outcome.entries)
+        return [[] if _held(t, held) else next(answers) for t in tasks]
+
+    def submit_job(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Queue a bulk job (``POST /jobs``), or answer the unfinished one with the same filter; and whether it is new.
+
+        Raises:
+            BadRequest: An unknown key or bad value, or a project not set up here.
+        """
+        unknown = sorted(set(body) - {"project", "view", "task_ids", "without_annotations", "without_predictions"})
+        if unknown:
+            raise BadRequest(
+                f"unknown key {unknown[0]!r}; a job takes project, view, task_ids, without_annotations and "
+                "without_predictions"
+            )
+        pid = project_id(body.get("project")) if not isinstance(body.get("project"), bool) else None
+        if pid is None:
+            raise BadRequest("a job needs 'project': Label Studio's project id, like 3")
+        job_filter = JobFilter.from_json(body)
+        if self.store.find(pid) is None:
+            raise BadRequest(
+                f"project {pid} is not connected to this backend: add it in the project's Settings > Model"
+            )
+        job, new = self.jobs.submit(pid, job_filter)
+        return self.job(job.id) or {}, new
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        """A job's state, counts, rate, ETA and first failures (``GET /jobs/<id>``), or ``None``."""
+        job = self.jobs.store.get(job_id)
+        return None if job is None else describe(job, self.jobs.store.failures(job_id))
+
+    def recent_jobs(self) -> list[dict[str, Any]]:
+        """The newest jobs (``GET /jobs``), without their failures."""
+        return [describe(job, []) for job in self.jobs.store.recent()]
+
+    def cancel_job(self, job_id: int) -> dict[str, Any] | None:
+        """Ask a job to stop (``DELETE /jobs/<id>``): at once when queued, after its current batch when running."""
+        return None if self.jobs.store.request_cancel(job_id) is None else self.job(job_id)
+
+    def _repredict_after_fit(self, record: ProjectRecord, version: str) -> None:
+        """The closing loop (``backend.ranking.closing_loop``): a new version re-predicts the most uncertain tasks."""
+        count = ranking_settings(record.extra_params).repredict
+        pid = project_id(record.project)
+        ls = self.label_studio(record)
+        if count == 0 or pid is None:
+            return
+        if ls is None:
+            message = (
+                "active_learning.repredict needs Label Studio's API: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY"
+            )
+            self.store.record_event("active_learning", message, project=record.project)
+            return
+        try:
+            ids = most_uncertain(ls, pid, count, self.store.versions(str(pid)))
+        except LabelStudioAPIError as exc:
+            self.store.record_event(
+                "active_learning", f"could not rank the tasks to re-predict: {exc}", project=record.project
+            )
+            return
+        if ids:
+            job, _ = self.jobs.submit(pid, JobFilter(task_ids=tuple(sorted(ids))), origin=CLOSING_LOOP)
+            log.info("project %s: %s re-predicts %d tasks as job %s", record.project, version, len(ids), job.id)
+
+    def _after_job(self, job: Job) -> None:
+        """A closing-loop job that is done points the project's scores at the version it wrote, so the tab re-orders."""
+        if job.origin != CLOSING_LOOP or job.state != "done" or not job.model_version:
+            return
+        ls = self.label_studio(self.store.find(job.project_id))
+        if ls is not None:
+            show_version(ls, job.project_id, job.model_version)
+
+    def job_target(self, pid: int) -> Target:
+        """What a bulk job of a project predicts with: its served plan (as ``/predict``) and its Label Studio.
+
+        Raises:
+            JobError: The project is not set up here, or Label Studio's URL is unknown.
+            BadRequest: The project's stored settings are no longer valid.
+        """
+        record = self.store.find(pid) or self._record_from_label_studio(pid)
+        ls = self.label_studio(record)
+        if ls is None:
+            raise JobError("bulk jobs read and write through Label Studio's API: set LABEL_STUDIO_URL")
+        base = self.plan(record.label_config, record.extra_params)
+        plan = self.learner.serve(record, base)
+
+        def rescore(tasks: list[Any], entries: list[Any]) -> None:
+            self._rerank(tasks, entries, plan, base, record, RequestBudget())
+
+        return Target(plan, ls, rescore)
 
     def _rerank(
         self, tasks: list[Any], entries: list[Any], plan: Plan, base: Plan, record: ProjectRecord | None,
@@ -331,7 +442,33 @@ class PrelabelService:
         outcome = self.runner.predict(tasks, plan, ls, RequestBudget(self.settings.predict_budget, client_gone))
         return report(tasks, outcome, plan.model_version)
 
-    def _report(self, outcome: Outcome, project: str | None) -> None:
+    def _record_from_label_studio(self, pid: int) -> ProjectRecord:
+        """A project never set up here (``prelabel bulk`` on another machine), as Label Studio holds it.
+
+        Its label config and its ML backend's extra params, read through the API of ``LABEL_STUDIO_URL``; not saved.
+
+        Raises:
+            JobError: No Label Studio URL, or it cannot be read.
+        """
+        ls = self.label_studio(None)
+        if ls is None:
+            raise JobError(
+                f"project {pid} is not connected to this backend; set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY to "
+                "read its settings from Label Studio, or add the backend in the project's Settings > Model"
+            )
+        try:
+            project = ls.get_json(f"/api/projects/{pid}")
+            backends = ls.get_json("/api/ml", {"project": pid}) or []
+        except LabelStudioAPIError as exc:
+            raise JobError(f"could not read project {pid}'s settings from Label Studio: {exc}") from None
+        extra = next((b.get("extra_params") for b in backends if isinstance(b, dict) and b.get("extra_params")), None)
+        config = project.get("label_config") if isinstance(project, dict) else None
+        if not config:
+            raise JobError(f"project {pid} has no label config in Label Studio")
+        plan = self.plan(config, parse_extra_params(extra))
+        return ProjectRecord(str(pid), config, parse_extra_params(extra), None, None, plan.model_version)
+
+    def _report(self, outcome: Outcome, project: str | None, job: Any = None) -> None:
         """Log and record (for the status page) the tasks a request could not predict, and why."""
         if outcome.failed:
             lines = [f"task {task}: {'; '.join(reasons)}" for task, reasons in outcome.failed.items()]
@@ -354,9 +491,14 @@ class PrelabelService:
                 ", ".join(outcome.waiting),
             )
         if outcome.unreached:
+            then = (
+                f"bulk job {job.id} predicts them and writes their predictions through Label Studio's API (GET "
+                f"/jobs/{job.id})"
+                if job is not None
+                else "they get no prediction now and are sent again by the next retrieve"
+            )
             message = (
-                f"{len(outcome.unreached)} of {len(outcome.entries)} tasks not started: {outcome.stop_reason}; "
-                "they get no prediction now and are sent again by the next retrieve"
+                f"{len(outcome.unreached)} of {len(outcome.entries)} tasks not started: {outcome.stop_reason}; {then}"
             )
             log.warning("project %s: %s", project, message)
             self.store.record_event("stopped", message, project=project, count=len(outcome.unreached))
@@ -386,3 +528,8 @@ class PrelabelService:
     def versions(self, project: str | None) -> list[str]:
         """Model versions this backend has produced for a project (all projects when ``None``)."""
         return self.store.versions(project)
+
+
+def _held(task: Any, held: set[int]) -> bool:
+    """Whether a bulk job holds this task (its predictions come through the API)."""
+    return isinstance(task, dict) and isinstance(task.get("id"), int) and task["id"] in held

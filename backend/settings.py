@@ -44,6 +44,8 @@ class ServerSettings:
     max_config_bytes: int = 1024 * 1024
     predict_budget: float = 85.0
     fit_debounce: float = 3.0
+    job_page_size: int = 100
+    handoff: bool = True
     device: str = "auto"
     dtype: str = "auto"
     defaults: Mapping[str, Any] = field(default_factory=dict)
@@ -130,6 +132,8 @@ class ServerSettings:
             max_config_bytes=number("PRELABEL_MAX_CONFIG_KB", int, cls.max_config_bytes >> 10) << 10,
             predict_budget=number("PRELABEL_PREDICT_BUDGET", float, cls.predict_budget),
             fit_debounce=number("PRELABEL_FIT_DEBOUNCE", float, cls.fit_debounce),
+            job_page_size=number("PRELABEL_JOB_PAGE_SIZE", int, cls.job_page_size),
+            handoff=bool(count("PRELABEL_HANDOFF", 1)),
             device=get("PRELABEL_DEVICE") or cls.device,
             dtype=get("PRELABEL_DTYPE") or cls.dtype,
             defaults=defaults,

@@ -43,6 +43,8 @@ def render_status_page(service: PrelabelService) -> str:
         *_alerts(service, events, now),
         "<h2>Projects</h2>",
         _projects(service),
+        "<h2>Bulk jobs</h2>",
+        _jobs(service),
         "<h2>Models (this worker)</h2>",
         _models(service),
         "<h2>Recent problems</h2>",
@@ -121,6 +123,29 @@ def _learning(service: PrelabelService, project: str) -> str:
         css = {"fitted": "ok", "failed": "failed"}.get(outcome["outcome"], "muted")
         parts.append(f"<span class='{css}'>last: {escape(outcome['outcome'])}</span> {escape(outcome['detail'])}")
     return "<br>".join(parts)
+
+
+def _jobs(service: PrelabelService) -> str:
+    """The newest bulk jobs: state, progress, rate, ETA and the first failures (details at ``/jobs/<id>``)."""
+    jobs = service.recent_jobs()
+    if not jobs:
+        return "<p class='muted'>No bulk job yet (POST /jobs, prelabel bulk, or a retrieve too large for its time).</p>"
+    rows = ["<table><tr><th>job</th><th>project</th><th>state</th><th>progress</th><th>rate</th><th>details</th></tr>"]
+    for job in jobs:
+        css = {"done": "ok", "failed": "failed", "running": "loading"}.get(job["state"], "muted")
+        total = job["total"] if job["total"] is not None else "?"
+        rate = f"{job['tasks_per_second']} tasks/s" if job["tasks_per_second"] else ""
+        eta = f", ETA {job['eta_seconds']:.0f} s" if job["eta_seconds"] is not None else ""
+        detail = escape(job["error"] or "")
+        failures = service.job(job["id"])["failures"][:3] if job["failed"] else []  # type: ignore[index]
+        detail += "".join(f"<br>task {f['task']}: {escape(f['reason'])}" for f in failures)
+        rows.append(
+            f"<tr><td><a href='jobs/{job['id']}'>{job['id']}</a> <span class='muted'>{escape(job['origin'])}</span>"
+            f"</td><td>{job['project']}</td><td><span class='{css}'>{escape(job['state'])}</span></td>"
+            f"<td>{job['finished']}/{total}: {job['predicted']} predicted, {job['skipped']} skipped, "
+            f"{job['failed']} failed</td><td>{rate}{eta}</td><td>{detail}</td></tr>"
+        )
+    return "".join([*rows, "</table>"])
 
 
 def _models(service: PrelabelService) -> str:

@@ -82,6 +82,7 @@ class Services:
     label_studio: Callable[[ProjectRecord], LabelStudioClient | None]
     predict: Callable[[list[dict[str, Any]], Plan, LabelStudioClient | None], list[Any]]
     model_wait: float
+    fitted: Callable[[ProjectRecord, str], None] = lambda record, version: None  # told each new version
 
 
 class Learner:
@@ -297,6 +298,10 @@ class Learner:
         metrics.FITS.labels("fitted").inc()
         log.info("project %s: fitted %s in %.1f s (%s)", record.project, made.version, seconds, made.summary)
         self.store.set_outcome(request.project_id, "fitted", f"{made.version} in {seconds:.1f} s", made.base_version)
+        try:
+            self.services.fitted(record, made.version)
+        except Exception:  # what follows a fit (e.g. re-predicting) never undoes it
+            log.exception("project %s: after fitting %s", record.project, made.version)
         return made
 
     def _base(self, record: ProjectRecord) -> str:

@@ -64,6 +64,12 @@ class PrelabelServer:
             os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait(5)
 
+    def kill(self) -> None:
+        """``kill -9`` the server, workers included (its own process group)."""
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait(10)
+
     def send_raw(self, data: bytes, timeout: float = 10) -> bytes:
         """Send bytes as they are on a new connection, and nothing more; all the server answers until it closes."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as connection:
