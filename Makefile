@@ -4,7 +4,7 @@ VENV := .venv
 LS_VENV := .venv-ls
 LABEL_STUDIO_VERSION := 1.23.2
 
-.PHONY: serve test lint bench reliability clean compose-tool
+.PHONY: serve test lint bench reliability clean compose-tool browser-tool
 
 $(VENV)/.serve-installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,15 @@ compose-tool:
 		   (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose >/dev/null)); } || \
 		{ echo "install docker compose (e.g. apt-get install docker-compose) to lint docker/"; exit 1; }
 
-test: lint compose-tool $(LS_VENV)/.installed
+# Headless Chromium opens the HTML review report in tests/e2e (the figures are checked on screen).
+browser-tool:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		  (DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || \
+		   (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null)); } || \
+		{ echo "install Chromium (e.g. apt-get install chromium) to check the HTML report in a browser"; exit 1; }
+
+test: lint compose-tool browser-tool $(LS_VENV)/.installed
 	LABEL_STUDIO_BIN=$(CURDIR)/$(LS_VENV)/bin/label-studio PRELABEL_E2E=required HF_HUB_OFFLINE=1 \
 		$(VENV)/bin/python -m pytest
 

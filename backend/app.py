@@ -209,8 +209,10 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
 
     @app.post("/label-next")
     def label_next() -> Response:
-        # ?project=N: create or update the project's "Label next" Data Manager tab (idempotent)
-        return jsonify(service.label_next(_project_arg()))
+        # ?project=N: create or update the project's "Label next" Data Manager tab (idempotent);
+        # &disagreements=1: its "Model disagrees" tab instead (the review report's most disagreeing tasks)
+        pid = _project_arg()
+        return jsonify(service.disagreements_tab(pid) if _flag("disagreements") else service.label_next(pid))
 
     @app.get("/report")
     def review_report() -> Response:
@@ -247,6 +249,14 @@ def _project_arg() -> int:
     if pid is None or request.args.get("project", "") != str(pid):
         raise BadRequest(f"name the project by its id, like ?project=3 (got {request.args.get('project')!r})")
     return pid
+
+
+def _flag(name: str) -> bool:
+    """A yes/no query argument: ``1``/``true``/``yes`` or ``0``/``false``/``no``/absent."""
+    value = request.args.get(name, "0").lower()
+    if value not in ("0", "1", "true", "false", "yes", "no"):
+        raise BadRequest(f"'{name}' is 1 or 0, got {value[:20]!r}")
+    return value in ("1", "true", "yes")
 
 
 def _version_arg() -> str | None:

@@ -2,11 +2,11 @@
 
 ``serve`` runs the backend under gunicorn; ``adapters`` lists the models; ``preview`` predicts a project's first tasks
 on a running server (nothing written) and prints each label's score distribution, to tune thresholds before a bulk run;
-``label-next`` makes a project's "Label next" tab in Label Studio with the server's settings (``MODEL_DIR``,
-``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY``); ``report`` prints how a project's annotations compare with the
-model's predictions (or writes the HTML page with ``-o``), with the same settings; ``bulk`` prelabels a project in the
-foreground as a bulk job (see ``backend.jobs``) with a progress bar; ``predict`` prelabels image files into Label
-Studio import JSON, before importing.
+``label-next`` makes a project's "Label next" tab (with ``--disagreements``: its "Model disagrees" tab) in Label Studio
+with the server's settings (``MODEL_DIR``, ``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY``); ``report`` prints how a
+project's annotations compare with the model's predictions (or writes the HTML page with ``-o``), with the same
+settings; ``bulk`` prelabels a project in the foreground as a bulk job (see ``backend.jobs``) with a progress bar;
+``predict`` prelabels image files into Label Studio import JSON, before importing.
 """
 
 from __future__ import annotations
@@ -85,6 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "label-next", help="create or update a project's 'Label next' Data Manager tab (most uncertain first)"
     )
     label_next.add_argument("--project", type=int, required=True, help="Label Studio's project id")
+    label_next.add_argument(
+        "--disagreements",
+        action="store_true",
+        help="make the 'Model disagrees' tab instead: the tasks where the model and the annotators disagree most",
+    )
     report = commands.add_parser("report", help="how a project's annotations compare with the model's predictions")
     report.add_argument("--project", type=int, required=True, help="Label Studio's project id")
     report.add_argument("--version", help="model version to review (default: the one the project's backend serves)")
@@ -100,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "preview":
         return _preview(args)
     if args.command == "label-next":
-        return _label_next(args.project)
+        return _label_next(args.project, disagreements=args.disagreements)
     if args.command == "adapters":
         from model_adapters.registry import available_adapters
 
@@ -314,7 +319,7 @@ def _predict_offline(args: argparse.Namespace) -> int:
     return 0 if not summary.failed else 1
 
 
-def _label_next(pid: int) -> int:
+def _label_next(pid: int, *, disagreements: bool) -> int:
     import json
 
     from backend.errors import BadRequest
@@ -322,7 +327,8 @@ def _label_next(pid: int) -> int:
     from backend.settings import ServerSettings, SettingsError
 
     try:
-        print(json.dumps(PrelabelService(ServerSettings.from_env()).label_next(pid)))
+        service = PrelabelService(ServerSettings.from_env())
+        print(json.dumps(service.disagreements_tab(pid) if disagreements else service.label_next(pid)))
     except (SettingsError, BadRequest) as exc:
         print(f"prelabel: {exc}", file=sys.stderr)
         return 2

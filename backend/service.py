@@ -32,10 +32,12 @@ from backend.ranking.closing_loop import ORIGIN as CLOSING_LOOP
 from backend.ranking.closing_loop import most_uncertain, show_version
 from backend.ranking.settings import ranking_settings
 from backend.ranking.strategies import agreement, boosted, label_counts
-from backend.ranking.tabs import ensure_tab, label_next_tab, score_source
+from backend.ranking.tabs import disagreements_tab, ensure_tab, label_next_tab, score_source
 from backend.review import gauges
 from backend.review.fetch import Skipped, backend_version, pairs
+from backend.review.history import summary, versions
 from backend.review.metrics import review_report
+from backend.review.thresholds import project_thresholds
 from backend.runner import Outcome, RequestBudget, Runner
 from backend.settings import ServerSettings
 from backend.store import ProjectRecord, ProjectStore, project_id
@@ -340,11 +342,27 @@ class PrelabelService:
         except LabelStudioAPIError as exc:
             raise BadRequest(f"could not create the Label next tab of project {pid}: {exc}") from None
 
+    def disagreements_tab(self, pid: int) -> dict[str, Any]:
+        """Create or update the project's "Model disagrees" tab: the review report's most disagreeing tasks; idempotent.
+
+        Raises:
+            BadRequest: The project is not set up here, Label Studio's URL is unknown, or its API refused.
+        """
+        report = self.review(pid)
+        ls = self._project_api(pid)
+        try:
+            made = ensure_tab(ls, pid, disagreements_tab(report["disagreeing_tasks"]))
+            scores = score_source(ls, pid, self.store.versions(str(pid)))
+        except LabelStudioAPIError as exc:
+            raise BadRequest(f"could not create the Model disagrees tab of project {pid}: {exc}") from None
+        return {**made, "scores_from": scores, "tasks": report["disagreeing_tasks"]}
+
     def review(self, pid: int, version: str | None = None) -> dict[str, Any]:
         """The project's review report (``backend.review``): its annotations against the model's predictions.
 
         Predictions of ``version``, by default the project's ML backend's current version; the report also sets the
-        review gauges at ``/metrics``.
+        review gauges at ``/metrics``, and its summary is kept per version (``backend.review.history``): ``history``
+        holds every version reviewed so far.
 
         Raises:
             BadRequest: The project is not set up here, Label Studio's URL is unknown, or its API refused.
@@ -355,12 +373,27 @@ class PrelabelService:
             version = version or backend_version(ls, pid, self.store.versions(str(pid)))
             report = review_report(
                 pairs(ls, pid, version, skipped), skipped, project=pid, version=version,
-                link=lambda task: ls.url(f"/projects/{pid}/data?task={task}"),
+                link=lambda task: ls.url(f"/projects/{pid}/data?task={task}"), thresholds=self._thresholds(pid),
             )  # fmt: skip
         except LabelStudioAPIError as exc:
             raise BadRequest(f"could not read project {pid}'s annotations: {exc}") from None
         gauges.publish(report)
+        if version is not None and report["annotations"]:  # a report of one version that compared something
+            self.store.add_review(pid, version, summary(report))
+        report["history"] = versions(self.store.reviews(pid))
         return report
+
+    def _thresholds(self, pid: int) -> dict[tuple[str, str], dict[str, Any]]:
+        """The score thresholds the project is served with now (calibrated by its learned version, else configured)."""
+        record = self.store.find(pid)
+        if record is None:
+            return {}
+        try:
+            base = self.plan(record.label_config, record.extra_params)
+            return project_thresholds(base, self.learner.serve(record, base))
+        except BadRequest as exc:  # settings no longer valid: the report still stands, without the marks
+            log.warning("project %s: no thresholds to mark on the report: %s", pid, exc)
+            return {}
 
     def _project_api(self, pid: int) -> LabelStudioClient:
         """Label Studio's API for a project (``LABEL_STUDIO_URL``, else what its ``/setup`` said), or why not."""

@@ -22,6 +22,7 @@ from backend.sqlite_file import SQLiteFile
 __all__ = ["Event", "ProjectRecord", "ProjectStore", "project_id"]
 
 EVENTS_KEPT = 500
+REVIEWS_KEPT = 1000  # review summaries kept per project, the oldest dropped first
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -47,6 +48,13 @@ CREATE TABLE IF NOT EXISTS versions (
     model_version TEXT NOT NULL,
     first_seen REAL NOT NULL,
     PRIMARY KEY (project, model_version)
+);
+CREATE TABLE IF NOT EXISTS reviews (   -- each review report's summary (backend.review.history)
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    project_id INTEGER NOT NULL,
+    model_version TEXT NOT NULL,
+    at REAL NOT NULL,
+    summary TEXT NOT NULL              -- JSON object
 );
 """
 _SELECT = "SELECT project, label_config, extra_params, hostname, access_token, model_version FROM projects"
@@ -151,6 +159,31 @@ class ProjectStore:
             ).fetchall()
 
         return list(dict.fromkeys(v for (v,) in self._db.run(read)))
+
+    def add_review(self, project_id: int, model_version: str, summary: dict[str, Any]) -> None:
+        """Keep a review report's summary numbers (only the project's newest ``REVIEWS_KEPT``)."""
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO reviews (project_id, model_version, at, summary) VALUES (?, ?, ?, ?)",
+                (project_id, model_version, time.time(), json.dumps(summary)),
+            )
+            db.execute(
+                "DELETE FROM reviews WHERE project_id = ? AND id NOT IN "
+                "(SELECT id FROM reviews WHERE project_id = ? ORDER BY id DESC LIMIT ?)",
+                (project_id, project_id, REVIEWS_KEPT),
+            )
+
+        self._db.run(write)
+
+    def reviews(self, project_id: int) -> list[tuple[float, str, dict[str, Any]]]:
+        """The project's review summaries, oldest first: ``(time, model version, summary)``."""
+        rows = self._db.run(
+            lambda db: db.execute(
+                "SELECT at, model_version, summary FROM reviews WHERE project_id = ? ORDER BY id", (project_id,)
+            ).fetchall()
+        )
+        return [(at, version, json.loads(summary)) for at, version, summary in rows]
 
     def record_event(self, kind: str, message: str, *, project: str | None = None, count: int = 1) -> None:
         """Remember an event for the status page (secrets redacted); only the newest ``EVENTS_KEPT`` are kept."""

@@ -1,4 +1,4 @@
-"""A project's ranking -> the "Label next" Data Manager tab (a view) in Label Studio, through its API; idempotent.
+"""A project's ranking (or review) -> the "Label next" (or "Model disagrees") Data Manager tab in Label Studio; idempotent.
 
 A tab is found by its title among the project's views (``GET /api/dm/views?project=N``) and updated in place
 (``PATCH /api/dm/views/<id>``), else created (``POST /api/dm/views``): running it again changes nothing, and a tab a
@@ -19,9 +19,10 @@ from typing import Any
 from backend.ls_client import LabelStudioClient
 from backend.review.fetch import backend_version
 
-__all__ = ["LABEL_NEXT", "ensure_tab", "label_next_tab", "score_source"]
+__all__ = ["LABEL_NEXT", "MODEL_DISAGREES", "disagreements_tab", "ensure_tab", "label_next_tab", "score_source"]
 
 LABEL_NEXT = "Label next: most uncertain first"
+MODEL_DISAGREES = "Model disagrees: review these"
 
 
 def label_next_tab() -> dict[str, Any]:
@@ -32,6 +33,25 @@ def label_next_tab() -> dict[str, Any]:
         "filters": {
             "conjunction": "and",
             "items": [{"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}],
+        },
+    }
+
+
+def disagreements_tab(task_ids: Sequence[int]) -> dict[str, Any]:
+    """The tasks the review report found the model disagreeing with most, the model's most confident first.
+
+    Label Studio's filters cannot hold a list of ids, so each task is one ``filter:tasks:id`` row, joined by "or";
+    with no task to show, the one row ``id = 0`` matches nothing (no rows would show every task).
+    """
+    ids = list(task_ids) or [0]
+    return {
+        "title": MODEL_DISAGREES,
+        "ordering": ["-tasks:predictions_score"],
+        "filters": {
+            "conjunction": "or",
+            "items": [
+                {"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": task} for task in ids
+            ],
         },
     }
 

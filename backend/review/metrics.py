@@ -17,16 +17,18 @@ A ratio with nothing to count is ``None`` (shown as "-"), never 0.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from backend.review.curves import score_histogram, threshold_curve
 from backend.review.fetch import Pair, Skipped
 from backend.review.matching import Matching, match_regions
 
-__all__ = ["DISAGREEMENTS_SHOWN", "NO_ANSWER", "review_report"]
+__all__ = ["DISAGREEING_TASKS", "DISAGREEMENTS_SHOWN", "NO_ANSWER", "review_report"]
 
 DISAGREEMENTS_SHOWN = 20
+DISAGREEING_TASKS = 50  # the "Model disagrees" tab's tasks (Label Studio gets one filter row per task)
 NO_ANSWER = "(none)"  # the model gave no answer to a Choices control the annotator answered
 
 
@@ -37,6 +39,7 @@ class _Label:
     predicted: int = 0
     annotated: int = 0
     ious: list[float] = field(default_factory=list)
+    scored: list[tuple[float, bool]] = field(default_factory=list)  # each predicted object: (score, accepted)
 
 
 @dataclass
@@ -46,9 +49,19 @@ class _Annotator:
 
 
 def review_report(
-    pairs: Iterable[Pair], skipped: Skipped, *, project: int, version: str | None, link: Callable[[int], str]
+    pairs: Iterable[Pair],
+    skipped: Skipped,
+    *,
+    project: int,
+    version: str | None,
+    link: Callable[[int], str],
+    thresholds: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The report (plain JSON) over every pair; ``link(task_id)`` is where the task opens in Label Studio."""
+    """The report (plain JSON) over every pair; ``link(task_id)`` is where the task opens in Label Studio.
+
+    ``thresholds`` maps ``(control, label)`` to the project's score threshold for it
+    (``{"threshold": t, "source": "calibrated" | "configured"}``), marked on that label's threshold curve.
+    """
     labels: dict[tuple[str, str], _Label] = {}
     confusion: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
     annotators: dict[str, _Annotator] = defaultdict(_Annotator)
@@ -64,6 +77,7 @@ def review_report(
         versions[pair.model_version] += 1
         if agreement < 1.0:
             worst.append((agreement, pair.annotation.task_id, pair.annotation.id, pair.annotator))
+    marks = thresholds or {}
     everyone = [a for person in annotators.values() for a in person.agreements]
     worst.sort()
     return {
@@ -80,6 +94,12 @@ def review_report(
         "agreement": _mean(everyone),
         "unchanged": _ratio(sum(p.unchanged for p in annotators.values()), len(everyone)),
         "labels": [_label_row(control, label, tally) for (control, label), tally in sorted(labels.items())],
+        "score_histogram": score_histogram(s for tally in labels.values() for s in tally.scored),
+        "threshold_curves": [
+            {"control": key[0], "label": key[1], **threshold_curve(t.scored, t.annotated, marks.get(key))}
+            for key, t in sorted(labels.items())
+            if t.kind == "objects" and t.scored
+        ],
         "choices": [_choice_row(control, confusion[control]) for control in sorted(confusion)],
         "annotators": [
             {
@@ -100,6 +120,8 @@ def review_report(
             }
             for agreement, task, annotation, name in worst[:DISAGREEMENTS_SHOWN]
         ],
+        # each task once, at its least agreeing annotation; ties by task id
+        "disagreeing_tasks": list(dict.fromkeys(task for _, task, _, _ in worst))[:DISAGREEING_TASKS],
     }
 
 
@@ -108,6 +130,8 @@ def _count(matching: Matching, labels: dict[tuple[str, str], _Label], confusion:
         tally = labels.setdefault((o.control, o.label), _Label("objects"))
         tally.predicted += o.predicted
         tally.annotated += o.annotated
+        if o.predicted and o.score is not None:
+            tally.scored.append((o.score, o.annotated))
         if o.predicted and o.annotated:
             tally.matched += 1
             tally.ious.append(o.iou or 0.0)

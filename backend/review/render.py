@@ -1,14 +1,17 @@
 """A review report (``backend.review.metrics``) -> the text table ``prelabel report`` prints, and the HTML page.
 
 The page is one self-contained document (inline CSS and SVG, no scripts): per-label precision and recall bars, a
-shaded confusion matrix per ``Choices`` control, agreement per annotator, and the tasks the model disagrees with most,
-each a link into Label Studio.
+shaded confusion matrix per ``Choices`` control, the score histogram of accepted vs corrected objects and a threshold
+curve per label (``backend.review.figures``), agreement per annotator, the model versions reviewed so far, and the
+tasks the model disagrees with most, each a link into Label Studio.
 """
 
 from __future__ import annotations
 
 from html import escape
 from typing import Any
+
+from backend.review.figures import ACCEPTED, CORRECTED, histogram_svg, threshold_svg
 
 __all__ = ["report_html", "report_table"]
 
@@ -18,7 +21,7 @@ body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#1b1b1b;max-width:80em
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em}.muted{color:#666}
 table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:left}
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}svg text{font:11px sans-serif}
-.cm td{text-align:center;min-width:3em;border:1px solid #ddd}
+.cm td{text-align:center;min-width:3em;border:1px solid #ddd}figure{display:inline-block;margin:0 1em 1em 0}
 """
 _PRECISION, _RECALL = "#1565c0", "#ef6c00"
 
@@ -41,6 +44,11 @@ def report_table(report: dict[str, Any]) -> str:
               for p in report["annotators"]]  # fmt: skip
     if people:
         lines += ["", *_aligned(("annotator", "annotations", "agreement", "unchanged"), people)]
+    history = [(r["model_version"], r["last"], str(r["annotations"]), _num(r["agreement"]), _percent(r["unchanged"]),
+                _num(r["precision"]), _num(r["recall"])) for r in report.get("history") or []]  # fmt: skip
+    if history:
+        header = ("model version", "last reviewed", "annotations", "agreement", "unchanged", "precision", "recall")
+        lines += ["", *_aligned(header, history)]
     if report["disagreements"]:
         lines += ["", "the model disagrees most with:"]
         lines += [f"  task {d['task']} ({d['annotator']}): agreement {d['agreement']:.2f}  {d['url']}"
@@ -57,13 +65,30 @@ def report_html(report: dict[str, Any]) -> str:
         "<h2>Per label</h2>",
         _labels_html(report["labels"]),
         *(_choice_html(choice) for choice in report["choices"]),
+        _figures_html(report),
         "<h2>Per annotator</h2>",
         _annotators_html(report["annotators"]),
+        _history_html(report.get("history") or []),
         "<h2>Where the model disagrees most</h2>",
         _disagreements_html(report["disagreements"]),
         "</body></html>",
     ]
     return "".join(parts)
+
+
+def _figures_html(report: dict[str, Any]) -> str:
+    if not report["threshold_curves"]:
+        return ""
+    return (
+        "<h2>Scores of accepted and corrected objects</h2>"
+        f"<figure class='histogram'>{histogram_svg(report['score_histogram'])}<figcaption class='muted'>"
+        f"<span style='color:{ACCEPTED}'>&#9632;</span> accepted (kept by the annotator) "
+        f"<span style='color:{CORRECTED}'>&#9632;</span> corrected (deleted or changed)</figcaption></figure>"
+        "<h2>F1 against the score threshold</h2>"
+        + "".join(f"<figure class='curve'>{threshold_svg(curve)}</figure>" for curve in report["threshold_curves"])
+        + "<p class='muted'>solid: F1; dashed: precision (blue) and recall (orange); vertical line: the project's "
+        "threshold</p>"
+    )
 
 
 def _summary(report: dict[str, Any]) -> str:
@@ -146,6 +171,23 @@ def _bar(value: float | None) -> str:
         f"<svg width='250' height='16' role='img' aria-label='agreement'><rect x='0' y='2' width='{width}' "
         f"height='12' fill='{_PRECISION}'/><text x='{width + 4}' y='12'>{_num(value)}</text></svg>"
     )
+
+
+def _history_html(rows: list[dict[str, Any]]) -> str:
+    """The model versions reviewed so far, each with its newest numbers."""
+    if not rows:
+        return ""
+    head = "".join(
+        f"<th>{c}</th>"
+        for c in ("model version", "last reviewed", "annotations", "agreement", "unchanged", "precision", "recall")
+    )
+    body = "".join(
+        f"<tr><td>{escape(r['model_version'])}</td><td>{escape(r['last'])}</td><td class='n'>{r['annotations']}</td>"
+        f"<td>{_bar(r['agreement'])}</td><td class='n'>{_percent(r['unchanged'])}</td>"
+        f"<td class='n'>{_num(r['precision'])}</td><td class='n'>{_num(r['recall'])}</td></tr>"
+        for r in rows
+    )
+    return f"<h2>Model versions reviewed</h2><table class='history'><tr>{head}</tr>{body}</table>"
 
 
 def _disagreements_html(rows: list[dict[str, Any]]) -> str:

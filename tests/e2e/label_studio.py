@@ -596,6 +596,22 @@ class LabelStudio:
         """Create an annotation as the admin (LS emits ``ANNOTATION_CREATED`` webhooks)."""
         return self._json("POST", f"/api/tasks/{task_id}/annotations", json={"result": result, **fields})
 
+    def create_user(self, email: str, password: str) -> str:
+        """Sign a second user up into the admin's organization, as its invite link does; their legacy token.
+
+        Label Studio Community has no user API: ``GET /api/invite`` gives the organization's invite token, and the
+        sign-up form (``/user/signup/?token=...``, CSRF-protected) creates the user, adds them to the organization and
+        logs them in; that session reads their token at ``/api/current-user/token``.
+        """
+        invite = self._json("GET", "/api/invite")["token"]
+        browser = requests.Session()
+        signup = self.url(f"/user/signup/?token={invite}")
+        _raise_for(browser.get(signup, timeout=60), (200,))
+        form = {"csrfmiddlewaretoken": browser.cookies["csrftoken"], "email": email, "password": password}
+        _raise_for(browser.post(signup, data=form, headers={"Referer": signup}, timeout=60), (200, 302))
+        answer = _raise_for(browser.get(self.url("/api/current-user/token"), timeout=60), (200,))
+        return str(answer.json()["token"])
+
     # ------------------------------------------------------------------------------------ personal access tokens
 
     def create_personal_access_token(self) -> str:

@@ -77,6 +77,32 @@ def label_studio(monkeypatch: pytest.MonkeyPatch) -> Any:
         def backends() -> Any:
             return json.dumps([{"id": 1, "model_version": ls.served}] if ls.served else [])
 
+        ls.views = []
+        ls.project_version = "prelabel"  # what connecting a backend leaves there: its title
+
+        @ls.app.get("/api/dm/views")
+        def views() -> Any:
+            assert request.args["project"] == "3"
+            return json.dumps(ls.views)
+
+        @ls.app.post("/api/dm/views/")
+        def create_view() -> Any:
+            view = {"id": len(ls.views) + 1, "project": request.json["project"], "data": request.json["data"]}
+            ls.views.append(view)
+            return view, 201
+
+        @ls.app.patch("/api/dm/views/<int:vid>/")
+        def update_view(vid: int) -> Any:
+            (view,) = [v for v in ls.views if v["id"] == vid]
+            view["data"] = request.json["data"]
+            return view
+
+        @ls.app.route("/api/projects/3/", methods=["GET", "PATCH"])
+        def project() -> Any:
+            if request.method == "PATCH":
+                ls.project_version = request.json["model_version"]
+            return {"id": 3, "model_version": ls.project_version}
+
         @ls.app.get("/api/tasks")
         def tasks() -> Any:
             assert request.args["project"] == "3" and request.args["fields"] == "all"
@@ -218,3 +244,80 @@ def test_polygons_are_matched_by_mask_iou() -> None:
     (row,) = report["labels"]
     assert (row["kind"], row["matched"], row["precision"], row["recall"]) == ("objects", 1, 1.0, 1.0)
     assert row["mean_iou"] == pytest.approx(0.75, abs=0.03) and report["unchanged"] == 0.0
+
+
+def test_model_disagrees_tab_holds_the_most_disagreeing_tasks_and_is_made_once(
+    tmp_path: Path, label_studio: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = client_for(tmp_path, label_studio.url)
+    label_studio.views.append({"id": 1, "project": 3, "data": {"title": "Label next: most uncertain first"}})
+    made = client.post("/label-next?project=3&disagreements=1")
+    assert made.status_code == 200, made.json
+    # alice's t2 and bob's t5 agree 0, alice's t1 2/3; bob's t1 and t3 agree fully
+    assert made.json == {"id": 2, "title": "Model disagrees: review these", "action": "created", "scores_from": "v1",
+                         "tasks": [2, 5, 1]}  # fmt: skip
+    assert label_studio.project_version == "v1"
+    tab = label_studio.views[1]["data"]
+    assert tab["ordering"] == ["-tasks:predictions_score"] and tab["filters"]["conjunction"] == "or"
+    assert tab["filters"]["items"] == [
+        {"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": task} for task in (2, 5, 1)
+    ]
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "t")
+    assert main(["label-next", "--project", "3", "--disagreements"]) == 0
+    assert json.loads(capsys.readouterr().out)["action"] == "updated" and len(label_studio.views) == 2
+    assert label_studio.views[0]["data"] == {"title": "Label next: most uncertain first"}  # the other tab untouched
+    assert client.post("/label-next?project=3&disagreements=maybe").status_code == 400
+
+
+def test_no_disagreement_makes_a_tab_that_shows_nothing() -> None:
+    from backend.ranking.tabs import disagreements_tab
+
+    (only,) = disagreements_tab([])["filters"]["items"]
+    assert only == {"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": 0}
+
+
+def test_each_report_is_kept_per_model_version(tmp_path: Path, label_studio: Any) -> None:
+    client = client_for(tmp_path, label_studio.url)
+    first = client.get("/report?project=3").json
+    (v1,) = first["history"]
+    # v1: matched Car 3 + Person 2 + Red 1 of predicted 4 + 2 + 2 and annotated 3 + 3 + 1 (+ Blue 1, Green 1)
+    assert {k: v1[k] for k in ("model_version", "reports", "annotations", "tasks", "agreement", "unchanged")} == {
+        "model_version": "v1", "reports": 1, "annotations": 5, "tasks": 4, "agreement": first["agreement"],
+        "unchanged": 0.4}  # fmt: skip
+    assert (v1["precision"], v1["recall"], v1["choice_accuracy"]) == (0.75, pytest.approx(6 / 9, abs=1e-4),
+                                                                       pytest.approx(1 / 3, abs=1e-4))  # fmt: skip
+    label_studio.served = "v0"  # a new version: t2 (Blue) and t4 (Red) annotated as it said
+    client.get("/report?project=3")
+    client.get("/report?project=3&version=v1")
+    label_studio.served = None  # mixed versions: not kept
+    history = client.get("/report?project=3").json["history"]
+    assert [(h["model_version"], h["reports"]) for h in history] == [("v1", 2), ("v0", 1)]
+    assert (history[1]["agreement"], history[1]["precision"], history[1]["recall"]) == (1.0, 1.0, 1.0)
+    assert history[1]["choice_accuracy"] == 1.0 and history[0]["first"] <= history[0]["last"]
+    page = client.get("/report.html?project=3").text
+    assert "<h2>Model versions reviewed</h2>" in page and "<td>v0</td>" in page
+    # kept in the store: another server on the same MODEL_DIR sees it
+    again = client_for(tmp_path, label_studio.url).get("/report?project=3&version=v0").json["history"]
+    assert [(h["model_version"], h["reports"]) for h in again] == [("v1", 2), ("v0", 2)]
+
+
+def test_curves_mark_the_threshold_the_project_is_served_with(tmp_path: Path, label_studio: Any) -> None:
+    from backend.store import ProjectRecord, ProjectStore
+
+    config = """<View><Image name="image" value="$image"/>
+      <RectangleLabels name="label" toName="image"><Label value="Car"/><Label value="Person"/></RectangleLabels>
+      <Choices name="colour" toName="image"><Choice value="Red"/><Choice value="Blue"/><Choice value="Green"/></Choices>
+    </View>"""
+    extra = {"detection": {"score_threshold": 0.2}}
+    ProjectStore(tmp_path).save(ProjectRecord("3.1700000000", config, extra, None, None, "v1"))
+    report = client_for(tmp_path, label_studio.url).get("/report?project=3").json
+    curves = {c["label"]: c for c in report["threshold_curves"]}
+    assert set(curves) == {"Car", "Person"}  # objects only: Choices have no curve
+    assert {(c["project_threshold"], c["threshold_source"]) for c in curves.values()} == {(0.2, "configured")}
+    # Car: 0.9 kept twice, 0.8 kept by bob and deleted by alice, of 3 annotated; at 0.85 only the two 0.9s remain
+    car = curves["Car"]
+    assert car["precision"][17] == 1.0 and car["recall"][17] == pytest.approx(2 / 3, abs=1e-4)
+    assert car["f1"][0] == pytest.approx(2 * 3 / (4 + 3), abs=1e-4) and car["best"] == 0.8
+    assert report["score_histogram"]["accepted"][7:] == [2, 1, 2] and report["score_histogram"]["corrected"][8] == 1
