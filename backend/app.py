@@ -56,6 +56,7 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
         service.preload_recent_projects()
     service.learner.start()
     service.jobs.start()
+    service.reviews.start()
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

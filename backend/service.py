@@ -37,6 +37,7 @@ from backend.review import gauges
 from backend.review.fetch import Skipped, backend_version, pairs
 from backend.review.history import summary, versions
 from backend.review.metrics import review_report
+from backend.review.refresh import ANNOTATION_ACTIONS, ReviewRefresher
 from backend.review.thresholds import project_thresholds
 from backend.runner import Outcome, RequestBudget, Runner
 from backend.settings import ServerSettings
@@ -78,6 +79,7 @@ class PrelabelService:
         engine = LocalEngine(self.runner.predict)
         runner = JobRunner(JobStore(settings.model_dir), self.job_target, engine, settings.job_page_size)
         self.jobs = JobLoop(runner, finished=self._after_job)
+        self.reviews = ReviewRefresher(self.review, self._review_failed, debounce=settings.fit_debounce)
 
     def plan(self, label_config: str, extra_params: dict[str, Any]) -> Plan:
         """The plan for a config and a project's settings, with the server's defaults underneath."""
@@ -523,7 +525,16 @@ class PrelabelService:
         """Record a Label Studio event for learning (see ``backend.learning``); answers at once."""
         if not isinstance(payload.get("action"), str):
             raise BadRequest("webhook body must have an 'action' string")
-        return self.learner.handle(payload)
+        answer = self.learner.handle(payload)
+        pid = answer.get("project")
+        reviewable = isinstance(pid, int) and self.label_studio(self.store.find(pid)) is not None  # reads them back
+        if payload["action"] in ANNOTATION_ACTIONS and reviewable:
+            self.reviews.touched(pid)
+        return answer
+
+    def _review_failed(self, pid: int, why: str) -> None:
+        record = self.store.find(pid)
+        self.store.record_event("review", why, project=record.project if record else str(pid))
 
     def versions(self, project: str | None) -> list[str]:
         """Model versions this backend has produced for a project (all projects when ``None``)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import backend.learning.sync
 from backend.app import create_app
 from backend.cli import main
 from backend.review.metrics import NO_ANSWER
+from backend.review.refresh import ReviewRefresher
 from backend.settings import ServerSettings
 from tests.helpers import LocalServer
 
@@ -321,3 +323,33 @@ def test_curves_mark_the_threshold_the_project_is_served_with(tmp_path: Path, la
     assert car["precision"][17] == 1.0 and car["recall"][17] == pytest.approx(2 / 3, abs=1e-4)
     assert car["f1"][0] == pytest.approx(2 * 3 / (4 + 3), abs=1e-4) and car["best"] == 0.8
     assert report["score_histogram"]["accepted"][7:] == [2, 1, 2] and report["score_histogram"]["corrected"][8] == 1
+
+
+def test_annotation_events_refresh_the_review_once_they_pause(
+    tmp_path: Path, label_studio: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ReviewRefresher, "start", lambda self: None)  # the test runs the due reviews itself
+    client = client_for(tmp_path, label_studio.url, fit_debounce=0.3)
+    refresher = client.application.extensions["prelabel"].reviews
+    for annotation_id in (7, 8):  # a burst: one review
+        body = {"action": "ANNOTATIONS_DELETED", "project": {"id": 3}, "annotations": [{"id": annotation_id}]}
+        assert client.post("/webhook", json=body).status_code == 200
+    assert refresher.run_due() == [] and label_studio.pages == []  # still within the quiet spell
+    time.sleep(0.35)
+    assert refresher.run_due() == [3] and label_studio.pages == [1, 2, 3]
+    assert [(h["model_version"], h["reports"]) for h in client.get("/report?project=3").json["history"]] == [("v1", 2)]
+    assert "prelabel_review_project{" in client.get("/metrics").text
+
+    failing = client_for(tmp_path / "other", "http://127.0.0.1:9", fit_debounce=0)  # nothing listens there
+    failing.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": {"id": 3}, "annotations": [{"id": 7}]})
+    assert failing.application.extensions["prelabel"].reviews.run_due() == [3]
+    assert "review after new annotations failed" in failing.get("/").text
+
+
+def test_events_of_other_kinds_or_without_label_studio_review_nothing(tmp_path: Path, label_studio: Any) -> None:
+    client = client_for(tmp_path, label_studio.url, fit_debounce=0)
+    client.post("/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 3}})
+    assert client.application.extensions["prelabel"].reviews.run_due() == []
+    bare = create_app(ServerSettings(model_dir=tmp_path / "bare", preload_projects=0)).test_client()
+    bare.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": {"id": 3}, "annotations": [{"id": 7}]})
+    assert bare.application.extensions["prelabel"].reviews.run_due() == []
