@@ -80,7 +80,7 @@ def _swin_sizes(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _resnet_sizes(state: Mapping[str, Any]) -> dict[str, Any]:
-    """timm ResNet blocks per stage, stem and base widths off the weights."""
+    """Blocks per stage, stem and base widths of the timm ResNet, off the weights."""
     return dict(
         resnet_layers=tuple(count_indices(state, r"backbone\.bottom_up\.base\.layer(\d+)\.(\d+)\.conv1\.weight")),
         resnet_stem=state["backbone.bottom_up.base.conv1.weight"].shape[0],
