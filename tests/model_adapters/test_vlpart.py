@@ -20,6 +20,9 @@ from label_studio_sdk.label_interface import LabelInterface
 from backend.app import create_app
 from backend.settings import ServerSettings
 from model_adapters.base import AdapterLoadError, ModelSpec, Query, SettingsError, make_params
+from model_adapters.detic_net.checkpoint import load_detic
+from model_adapters.detic_net.roi_heads import DetectionSettings, classifier_weight
+from model_adapters.detic_net.rpn import RPNSettings
 from model_adapters.detic_net.vlpart import VLPartArch, VLPartNet
 from model_adapters.vlpart import VLPart, VLPartParams
 from tests.helpers import data_uri, image_array, make_task
@@ -137,3 +140,25 @@ def test_swinb_cascade_checkpoint_loads_as_the_cascade_and_predicts(swinb_checkp
     box = best["value"]
     assert np.allclose([box["x"], box["y"], box["width"], box["height"]],
                        [100 * x0 / 90, 100 * y0 / 70, 100 * (x1 - x0) / 90, 100 * (y1 - y0) / 70], atol=1e-3)  # fmt: skip
+
+
+def test_swinb_cascade_scores_are_vlparts_fusion(swinb_checkpoint: Path) -> None:
+    """``CascadeVLMROIHeads`` at test time: sqrt(mean of the three stages' sigmoids * sigmoid(objectness)), boxes
+    of the last stage, and no one-class-per-proposal filter (unlike Detic)."""
+    net = load_detic(swinb_checkpoint)
+    assert isinstance(net, VLPartNet)
+    image = torch.rand(1, 3, 96, 128) * 2 - 1
+    zs = classifier_weight(torch.randn(3, 32))
+    with torch.no_grad():
+        feats = net.backbone(image)
+        proposals = net.proposals(feats, [(96, 128)], RPNSettings())
+        (stages,) = net.run_cascade([feats[f"p{lv}"] for lv in range(2, 6)], proposals, [(96, 128)], zs)
+        (det,) = net(image, [(96, 128)], [(96, 128)], zs, settings=DetectionSettings(0.0, 0.5, 300, False))
+    assert len(stages) == 3 and len(det.scores) > 0
+    index, objectness = det.extras["proposal_index"], proposals[0][1]
+    mean = sum(torch.sigmoid(s.logits[index, det.classes]) for s in stages) / 3
+    torch.testing.assert_close(det.scores, (mean * torch.sigmoid(objectness[index])).sqrt(), atol=1e-6, rtol=1e-5)
+    last = stages[-1].pred_boxes[index].clamp(min=0)
+    last[:, 0::2], last[:, 1::2] = last[:, 0::2].clamp(max=128), last[:, 1::2].clamp(max=96)
+    torch.testing.assert_close(det.boxes, last)
+    assert len(set(index.tolist())) < len(index)  # some proposal answers for more than one prompt
