@@ -1,7 +1,8 @@
-"""VLPart (R50) open-vocabulary object and part detection with masks, from its official checkpoints.
+"""VLPart (R50 or Swin-B) open-vocabulary object and part detection with masks, from its official checkpoints.
 
 load -> preprocess -> _forward -> postprocess, as ``detic.CheckpointDetector``: detectron2's resize, the
-``detic_net.vlpart`` network (anchor RPN, one box stage, class-agnostic masks), prompts embedded as VLPart's demo
+``detic_net.vlpart`` network (anchor RPN; one box stage for R50, a three-stage cascade for Swin-B, read off the
+checkpoint; class-agnostic masks), prompts embedded as VLPart's demo
 does (``"a " + name.lower()`` with ``:`` as a space, so ``"dog:head"`` reads "a dog head") by CLIP RN50's text
 tower through open_clip (``RN50/openai``, 1024-d; the ``openclip`` extra). Boxes serve ``RectangleLabels``, masks
 ``PolygonLabels``/``BrushLabels``.
@@ -29,7 +30,8 @@ class VLPartParams:
     """Per-request knobs (defaults: VLPart's demo and configs).
 
     Attributes:
-        score_threshold: Keep a detection whose score ``sqrt(sigmoid(class) * sigmoid(objectness))`` exceeds this.
+        score_threshold: Keep a detection whose score ``sqrt(sigmoid(class) * sigmoid(objectness))`` exceeds this
+            (Swin-B: the class sigmoid is the mean of its three cascade stages).
         min_size: Shortest image edge after resizing (``INPUT.MIN_SIZE_TEST``).
         max_size: Longest image edge after resizing (``INPUT.MAX_SIZE_TEST``).
         text_encoder: open_clip id of CLIP RN50 (``"RN50/openai"``, ``"RN50:/path/file.pt"``,
@@ -87,7 +89,7 @@ class OpenClipTextEncoder(TextEncoder):
 
 @register_adapter
 class VLPart(CheckpointDetector):
-    """VLPart R50 (MIT) from its GitHub releases: objects and parts (``"dog:head"``)."""
+    """VLPart R50 and Swin-B cascade (MIT) from its GitHub releases: objects and parts (``"dog:head"``)."""
 
     name = "vlpart"
     Params = VLPartParams
@@ -100,9 +102,14 @@ class VLPart(CheckpointDetector):
         "r50_lvis_paco_pascalpart": _RELEASES + "r50_lvis_paco_pascalpart.pth",
         "r50_pascalpart": _RELEASES + "r50_pascalpart.pth",
         "r50_partimagenet": _RELEASES + "r50_partimagenet.pth",
+        "swinbase_cascade_lvis": _RELEASES + "swinbase_cascade_lvis.pth",
+        "swinbase_cascade_lvis_paco": _RELEASES + "swinbase_cascade_lvis_paco.pth",
+        "swinbase_cascade_lvis_paco_pascalpart": _RELEASES + "swinbase_cascade_lvis_paco_pascalpart.pth",
+        "swinbase_cascade_pascalpart": _RELEASES + "swinbase_cascade_pascalpart.pth",
+        "swinbase_cascade_partimagenet": _RELEASES + "swinbase_cascade_partimagenet.pth",
     }
     default_variant = "r50_lvis_paco_pascalpart"
-    source = "VLPart's model zoo (github.com/facebookresearch/VLPart, MODEL_ZOO.md; R50 checkpoints)"
+    source = "VLPart's model zoo (github.com/facebookresearch/VLPart, MODEL_ZOO.md; R50 and Swin-B cascade checkpoints)"
 
     def text_encoder(self) -> TextEncoder:
         """CLIP RN50 through open_clip."""

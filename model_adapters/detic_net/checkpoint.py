@@ -1,4 +1,4 @@
-"""Official Detic / CoDet (and VLPart R50) checkpoints -> ``DeticNet`` (``VLPartNet``): keys mapped by rule.
+"""Official Detic / CoDet (and VLPart R50 / Swin-B) checkpoints -> ``DeticNet`` (``VLPartNet``): keys mapped by rule.
 
 Sizes are read off the weights. detectron2 files hold ``{"model": state_dict, ...}``. Renames:
 ``proposal_generator.centernet_head.`` -> ``centernet_head.``, ``proposal_generator.rpn_head.`` -> ``rpn_head.``,
@@ -66,48 +66,55 @@ def count_indices(state: Mapping[str, Any], pattern: str) -> list[int]:
     return [found[i] for i in sorted(found)]
 
 
+def _swin_sizes(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Swin embed width, depths, heads and window off the weights (the bias tables are (2w-1)^2 x heads)."""
+    depths = count_indices(state, r"backbone\.bottom_up\.layers\.(\d+)\.blocks\.(\d+)\.norm1\.weight")
+    tables = [state[f"backbone.bottom_up.layers.{i}.blocks.0.attn.relative_position_bias_table"]
+              for i in range(len(depths))]  # fmt: skip
+    return dict(
+        swin_embed_dim=state["backbone.bottom_up.patch_embed.proj.weight"].shape[0],
+        swin_depths=tuple(depths),
+        swin_heads=tuple(t.shape[1] for t in tables),
+        swin_window=(math.isqrt(tables[0].shape[0]) + 1) // 2,
+    )
+
+
+def _resnet_sizes(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Blocks per stage, stem and base widths of the timm ResNet, off the weights."""
+    return dict(
+        resnet_layers=tuple(count_indices(state, r"backbone\.bottom_up\.base\.layer(\d+)\.(\d+)\.conv1\.weight")),
+        resnet_stem=state["backbone.bottom_up.base.conv1.weight"].shape[0],
+        resnet_base_planes=state["backbone.bottom_up.base.layer1.0.conv1.weight"].shape[0],
+    )
+
+
 def arch_from_state_dict(state: Mapping[str, Any], source: str = "checkpoint") -> DeticArch | VLPartArch:
     """Read the network's sizes off mapped weights (anything with ``.shape``); an RPN means VLPart."""
+    swin = "backbone.bottom_up.patch_embed.proj.weight" in state
     try:
         if "rpn_head.conv.weight" in state:
+            # VLPart: Swin-B comes with the cascade (``box_head.0``), R50 with one stage (``box_head``).
+            stage = "0." if swin else ""
             return VLPartArch(
-                resnet_layers=tuple(
-                    count_indices(state, r"backbone\.bottom_up\.base\.layer(\d+)\.(\d+)\.conv1\.weight")
-                ),
-                resnet_stem=state["backbone.bottom_up.base.conv1.weight"].shape[0],
-                resnet_base_planes=state["backbone.bottom_up.base.layer1.0.conv1.weight"].shape[0],
+                backbone="swin" if swin else "resnet",
+                **(_swin_sizes(state) if swin else _resnet_sizes(state)),
                 fpn_channels=state["backbone.fpn_lateral2.weight"].shape[0],
-                fc_dim=state["roi_heads.box_head.fc1.weight"].shape[0],
-                zs_dim=state["roi_heads.box_predictor.cls_score.linear.weight"].shape[0],
+                fc_dim=state[f"roi_heads.box_head.{stage}fc1.weight"].shape[0],
+                zs_dim=state[f"roi_heads.box_predictor.{stage}cls_score.linear.weight"].shape[0],
                 mask_conv_dim=state["mask_head.mask_fcn1.weight"].shape[0],
             )
-        common = dict(
+        return DeticArch(
+            "swin" if swin else "resnet",
+            **(_swin_sizes(state) if swin else _resnet_sizes(state)),
             fpn_channels=state["backbone.fpn_lateral3.weight"].shape[0],
             fc_dim=state["roi_heads.box_head.0.fc1.weight"].shape[0],
             zs_dim=state["roi_heads.box_predictor.0.cls_score.linear.weight"].shape[0],
             mask_conv_dim=state["mask_head.mask_fcn1.weight"].shape[0],
         )
-        if "backbone.bottom_up.patch_embed.proj.weight" in state:
-            depths = count_indices(state, r"backbone\.bottom_up\.layers\.(\d+)\.blocks\.(\d+)\.norm1\.weight")
-            tables = [state[f"backbone.bottom_up.layers.{i}.blocks.0.attn.relative_position_bias_table"]
-                      for i in range(len(depths))]  # fmt: skip
-            return DeticArch(
-                "swin",
-                swin_embed_dim=state["backbone.bottom_up.patch_embed.proj.weight"].shape[0],
-                swin_depths=tuple(depths),
-                swin_heads=tuple(t.shape[1] for t in tables),
-                swin_window=(math.isqrt(tables[0].shape[0]) + 1) // 2,
-                **common,
-            )
-        return DeticArch(
-            "resnet",
-            resnet_layers=tuple(count_indices(state, r"backbone\.bottom_up\.base\.layer(\d+)\.(\d+)\.conv1\.weight")),
-            resnet_stem=state["backbone.bottom_up.base.conv1.weight"].shape[0],
-            resnet_base_planes=state["backbone.bottom_up.base.layer1.0.conv1.weight"].shape[0],
-            **common,
-        )
     except KeyError as exc:
-        raise DeticCheckpointError(f"{source} is not a Detic/CoDet checkpoint: missing key {exc.args[0]}") from exc
+        raise DeticCheckpointError(
+            f"{source} is not a Detic/CoDet/VLPart checkpoint: missing key {exc.args[0]}"
+        ) from exc
 
 
 def check_keys(expected: Mapping[str, Any], state: Mapping[str, Any], source: str) -> None:
@@ -146,6 +153,6 @@ def build_from_state_dict(raw: Mapping[str, Any], source: str = "checkpoint") ->
 
 
 def load_detic(path: str | Path) -> DeticNet | VLPartNet:
-    """Load a local ``.pth`` checkpoint (Detic or CoDet, Swin-B or R50; VLPart R50)."""
+    """Load a local ``.pth`` checkpoint (Detic, CoDet or VLPart; Swin-B or R50)."""
     raw = torch.load(str(path), map_location="cpu", weights_only=True)
     return build_from_state_dict(raw, str(path))

@@ -1,8 +1,14 @@
-"""VLPart (R50, LVIS) network: padded batch -> FPN P2-P6 -> anchor RPN -> one ROI box stage -> boxes, masks.
+"""VLPart network: padded batch -> FPN P2-P6 -> anchor RPN -> ROI box stage(s) -> boxes, masks.
 
-Same building blocks as Detic (timm ResNet-50 with frozen BN, FPN, ROIAlign with detectron2's level rule, here
-over p2-p5, zero-shot classifier, class-agnostic masks), with VLPart's differences: an anchor RPN instead of
-CenterNet, a single box stage (weights 10, 10, 5, 5), and scores ``sqrt(sigmoid(logit) * sigmoid(objectness))``.
+Same building blocks as Detic (timm ResNet-50 with frozen BN or Swin-B, FPN, ROIAlign with detectron2's level rule,
+here over p2-p5, zero-shot classifier, class-agnostic masks), with VLPart's differences: an anchor RPN instead of
+CenterNet and a P6 max-pool instead of P6/P7 convs. Two heads, as its configs build them:
+
+* R50 (``VLMROIHeads``): one box stage (weights 10, 10, 5, 5), scores ``sqrt(sigmoid(logit) * sigmoid(objectness))``.
+* Swin-B (``CascadeVLMROIHeads``): Swin with all four stage outputs (``swin0..3``, ``norm0..3``) and Detic's three
+  class-agnostic cascade stages, scores ``sqrt(mean_k sigmoid(logit_k) * sigmoid(objectness))``. Unlike Detic there
+  is no one-class-per-proposal filter and stage 0 takes the RPN's (already clipped) proposals.
+
 Inputs and outputs are those of ``DeticNet.forward``; the classifier's width is the text encoder's (1024 for the
 CLIP RN50 embeddings VLPart was trained with).
 """
@@ -21,20 +27,32 @@ from model_adapters.detic_net.resnet import TimmResNet
 from model_adapters.detic_net.roi_heads import (
     BoxHead,
     BoxPredictor,
+    CascadeROIHeads,
     DetectionSettings,
+    StageOutput,
     apply_deltas,
     fast_rcnn_inference,
+    fuse_scores,
     roi_pool,
 )
 from model_adapters.detic_net.rpn import RPNSettings, StandardRPNHead, rpn_proposals
+from model_adapters.detic_net.swin import SwinBackbone
 
 BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
 
 @dataclass(frozen=True)
 class VLPartArch:
-    """Sizes of a VLPart R50 network (``checkpoint.arch_from_state_dict`` reads them off a checkpoint)."""
+    """Sizes of a VLPart network (``checkpoint.arch_from_state_dict`` reads them off a checkpoint).
 
+    ``backbone`` is ``"resnet"`` (R50, one box stage) or ``"swin"`` (Swin-B, three cascade stages).
+    """
+
+    backbone: str = "resnet"
+    swin_embed_dim: int = 128
+    swin_depths: tuple[int, ...] = (2, 2, 18, 2)
+    swin_heads: tuple[int, ...] = (4, 8, 16, 32)
+    swin_window: int = 7
     resnet_layers: tuple[int, ...] = (3, 4, 6, 3)
     resnet_stem: int = 64
     resnet_base_planes: int = 64
@@ -56,18 +74,30 @@ class BoxStage:
 
 
 class VLPartNet(MaskedDetector):
-    """VLPart's R50 detector (``VLMROIHeads``)."""
+    """VLPart's R50 detector (``VLMROIHeads``) or Swin-B cascade detector (``CascadeVLMROIHeads``)."""
 
     def __init__(self, arch: VLPartArch) -> None:
         super().__init__()
-        bottom_up = TimmResNet(arch.resnet_layers, arch.resnet_stem, arch.resnet_base_planes)
-        self.backbone = FPN(bottom_up, ("layer2", "layer3", "layer4", "layer5"), arch.fpn_channels, "maxpool")
+        self.cascade = arch.backbone == "swin"
+        if self.cascade:
+            bottom_up: nn.Module = SwinBackbone(
+                arch.swin_embed_dim, arch.swin_depths, arch.swin_heads, arch.swin_window, out_indices=(0, 1, 2, 3)
+            )
+            in_features = ("swin0", "swin1", "swin2", "swin3")
+        else:
+            bottom_up = TimmResNet(arch.resnet_layers, arch.resnet_stem, arch.resnet_base_planes)
+            in_features = ("layer2", "layer3", "layer4", "layer5")
+        self.backbone = FPN(bottom_up, in_features, arch.fpn_channels, "maxpool")
         self.rpn_strides = [4, 8, 16, 32, 64]
         self.roi_strides = [4, 8, 16, 32]
         self.rpn_head = StandardRPNHead(arch.fpn_channels, 3)
-        self.roi_heads = nn.Module()  # the checkpoint's ``roi_heads.box_head`` / ``roi_heads.box_predictor``
-        self.roi_heads.box_head = BoxHead(arch.fpn_channels * 49, arch.fc_dim)
-        self.roi_heads.box_predictor = BoxPredictor(arch.fc_dim, arch.zs_dim)
+        self.roi_heads: nn.Module
+        if self.cascade:
+            self.roi_heads = CascadeROIHeads(arch.fpn_channels, arch.fc_dim, arch.zs_dim, self.roi_strides)
+        else:
+            self.roi_heads = nn.Module()  # the checkpoint's ``roi_heads.box_head`` / ``roi_heads.box_predictor``
+            self.roi_heads.box_head = BoxHead(arch.fpn_channels * 49, arch.fc_dim)
+            self.roi_heads.box_predictor = BoxPredictor(arch.fc_dim, arch.zs_dim)
         self.mask_head = MaskHead(arch.fpn_channels, arch.mask_conv_dim)
 
     @property
@@ -75,12 +105,18 @@ class VLPartNet(MaskedDetector):
         """Inputs are padded to a multiple of this (the stride of the last bottom-up map)."""
         return self.backbone.size_divisibility
 
+    def proposals(
+        self, feats: dict[str, Tensor], sizes: list[tuple[int, int]], settings: RPNSettings
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Per image: RPN proposal boxes (resized-image pixels, clipped) and their objectness logits."""
+        logits, deltas = self.rpn_head([feats[f"p{lv}"] for lv in range(2, 7)])
+        return rpn_proposals(logits, deltas, self.rpn_strides, sizes, settings)
+
     def box_stage(
         self, feats: dict[str, Tensor], sizes: list[tuple[int, int]], zs_weight: Tensor, settings: RPNSettings
     ) -> list[BoxStage]:
-        """RPN proposals and the box stage, per image (boxes in resized-image pixels)."""
-        logits, deltas = self.rpn_head([feats[f"p{lv}"] for lv in range(2, 7)])
-        proposals = rpn_proposals(logits, deltas, self.rpn_strides, sizes, settings)
+        """R50: RPN proposals and the box stage, per image (boxes in resized-image pixels)."""
+        proposals = self.proposals(feats, sizes, settings)
         return self.run_box_head([feats[f"p{lv}"] for lv in range(2, 6)], proposals, zs_weight)
 
     def run_box_head(
@@ -99,6 +135,17 @@ class VLPartNet(MaskedDetector):
             )
         ]
 
+    def run_cascade(
+        self,
+        roi_feats: list[Tensor],
+        proposals: list[tuple[Tensor, Tensor]],
+        sizes: list[tuple[int, int]],
+        zs_weight: Tensor,
+    ) -> list[list[StageOutput]]:
+        """Swin-B: per image, the three cascade stages run on the RPN proposals (Detic's cascade code)."""
+        stages = self.roi_heads.run_stages(roi_feats, [p[0] for p in proposals], sizes, zs_weight)
+        return [list(per_image) for per_image in zip(*stages, strict=True)]
+
     def forward(
         self,
         images: Tensor,
@@ -112,12 +159,17 @@ class VLPartNet(MaskedDetector):
         """Padded batch -> one ``Detections`` per image in original-image pixels."""
         settings = settings or DetectionSettings()
         feats = self.backbone(images)
-        stages = self.box_stage(feats, sizes, zs_weight, rpn_settings or RPNSettings())
+        proposals = self.proposals(feats, sizes, rpn_settings or RPNSettings())
         roi_feats = [feats[f"p{lv}"] for lv in range(2, 6)]
+        per_image = self.run_cascade(roi_feats, proposals, sizes, zs_weight) if self.cascade else [
+            [s] for s in self.run_box_head(roi_feats, proposals, zs_weight)]  # fmt: skip
         results = []
-        for i, (stage, size, original) in enumerate(zip(stages, sizes, original_sizes, strict=True)):
-            scores = (stage.logits.sigmoid() * stage.objectness.sigmoid()[:, None]) ** 0.5
-            boxes, det_scores, classes, index = fast_rcnn_inference(stage.pred_boxes, scores, *size, settings)
+        for i, (stages, (_, objectness), size, original) in enumerate(
+            zip(per_image, proposals, sizes, original_sizes, strict=True)
+        ):
+            # The one-stage head's sqrt(sigmoid * objectness) is this fusion with a single stage.
+            scores = fuse_scores([s.logits for s in stages], objectness.sigmoid(), one_class_per_proposal=False)
+            boxes, det_scores, classes, index = fast_rcnn_inference(stages[-1].pred_boxes, scores, *size, settings)
             results.append(
                 self.postprocess_image(roi_feats, i, boxes, det_scores, classes, index, size, original, with_masks)
             )
