@@ -17,6 +17,7 @@ ROWS = {
     "L1": "l1_learning_curve",
     "L2": "l2_fit_speed",
     "R1": "r1_refine",
+    "G1": "g1_generative",
 }
 
 
