@@ -80,16 +80,19 @@ def _measure(client: Any, project: str, name: str, model_dir: Path) -> dict[str,
     service = client.application.extensions["prelabel"]
     adapter = service.pool.get(ModelSpec(name, str(model_dir), "cpu", "float32"), timeout=600)
     model, processor = adapter.model, adapter.processor
-    model.generation_config.min_new_tokens = NEW_TOKENS  # neither side may stop early
+    for module in model.modules():  # neither side may stop early (Kosmos-2 generates through its text model)
+        if getattr(module, "generation_config", None) is not None:
+            module.generation_config.min_new_tokens = NEW_TOKENS
     inputs = dict(processor(images=pil, text=PROMPTS[name], return_tensors="pt"))
 
     def bare(tokens: int) -> Callable[[], Any]:
-        return lambda: model.generate(**inputs, max_new_tokens=tokens, do_sample=False, num_beams=1)
+        return lambda: model.generate(
+            **inputs, min_new_tokens=tokens, max_new_tokens=tokens, do_sample=False, num_beams=1
+        )
 
     eos = [processor.tokenizer.eos_token_id]
     answer = generate(model, inputs, max_new_tokens=NEW_TOKENS, eos_token_ids=eos)[0]  # warm-up, and a check
     assert len(answer.ids) == NEW_TOKENS, f"{name}: {len(answer.ids)} tokens generated, not {NEW_TOKENS}"
-    predict()
     bare_s, predict_s = interleaved_medians(bare(NEW_TOKENS), predict, REPEATS[name])
     first_s = median_time(bare(1), REPEATS[name])
     return {"bare": bare_s, "predict": predict_s, "token": (bare_s - first_s) / (NEW_TOKENS - 1), "first": first_s}
