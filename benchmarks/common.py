@@ -169,3 +169,81 @@ def real_size_dinov2_small(directory: Path) -> Path:
     Dinov2Model(config).save_pretrained(directory)
     BitImageProcessor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}).save_pretrained(directory)
     return directory
+
+
+def real_size_florence2_base(directory: Path) -> Path:
+    """Florence-2-base at full size (DaViT at 768 px, 577 image tokens; BART 6+6 layers, d 768) with random weights.
+
+    The tokenizer is byte-level BART with filler entries up to the real vocabulary (50,265), plus the location and
+    outline tokens; the model's vocabulary is the checkpoint's 51,289 rows.
+    """
+    if (directory / "config.json").exists():
+        return directory
+    import torch
+    from transformers import (
+        BartTokenizer,
+        CLIPImageProcessor,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+    )
+
+    from tests.tiny_models import FLORENCE2_POST_PROCESSOR_CONFIG, bytes_to_unicode
+
+    vocab = dict.fromkeys(["<s>", "<pad>", "</s>", "<unk>", *bytes_to_unicode()])
+    vocab.update(dict.fromkeys(f"filler{i}" for i in range(50265 - 1 - len(vocab))))
+    vocab["<mask>"] = None
+    tokenizer = BartTokenizer(
+        vocab={t: i for i, t in enumerate(vocab)}, merges=[], extra_special_tokens={"image_token": "<image>"}
+    )
+    tokenizer.add_tokens([f"<loc_{i}>" for i in range(1000)] + ["<sep>", "<poly>", "</poly>"])
+    text = {
+        "model_type": "bart",
+        "vocab_size": 51289,
+        "d_model": 768,
+        "encoder_layers": 6,
+        "decoder_layers": 6,
+        "encoder_attention_heads": 12,
+        "decoder_attention_heads": 12,
+        "encoder_ffn_dim": 3072,
+        "decoder_ffn_dim": 3072,
+        "max_position_embeddings": 1024,
+    }
+    config = Florence2Config(
+        text_config=text, vision_config={"projection_dim": 768}, image_token_id=tokenizer.image_token_id
+    )
+    torch.manual_seed(0)
+    Florence2ForConditionalGeneration(config).save_pretrained(directory)
+    image_processor = CLIPImageProcessor(size={"height": 768, "width": 768}, do_center_crop=False, image_seq_length=577)
+    processor = Florence2Processor(image_processor, tokenizer, post_processor_config=FLORENCE2_POST_PROCESSOR_CONFIG)
+    processor.save_pretrained(directory)
+    return directory
+
+
+def real_size_kosmos2(directory: Path) -> Path:
+    """Kosmos-2 patch14-224 at full size (CLIP ViT-L/14 at 224 px; 24-layer, 2048-wide decoder) with random weights.
+
+    The XLM-R tokenizer has filler pieces up to the real 64,002; the processor adds its 1035 grounding tokens, so
+    the vocabulary is the checkpoint's 65,037.
+    """
+    if (directory / "config.json").exists():
+        return directory
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        Kosmos2Config,
+        Kosmos2ForConditionalGeneration,
+        Kosmos2Processor,
+        XLMRobertaTokenizer,
+    )
+
+    pieces = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    pieces += [("▁" + w, -1.0) for w in ("an", "image", "of", "a", "the", "car", "person", "bicycle")]
+    pieces += [(c, -3.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789.,"]
+    pieces += [(f"▁filler{i}", -5.0) for i in range(64001 - len(pieces))] + [("<mask>", 0.0)]
+    processor = Kosmos2Processor(CLIPImageProcessor(), XLMRobertaTokenizer(vocab=pieces))
+    config = Kosmos2Config(text_config={"vocab_size": len(processor.tokenizer)}, latent_query_num=64)
+    torch.manual_seed(0)
+    Kosmos2ForConditionalGeneration(config).save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory

@@ -19,6 +19,7 @@ ROWS = {
     "R1": "r1_refine",
     "P6": "p6_detic",
     "B1": "b1_bulk",
+    "G1": "g1_generative",
 }
 
 
