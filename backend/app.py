@@ -66,7 +66,7 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
     @app.before_request
     def _start() -> Response | None:
         g.started = time.perf_counter()
-        denied = _authorize(settings)
+        denied = _cross_site() or _authorize(settings)
         if denied is not None and request.path == "/webhook":  # Label Studio drops webhook answers: say it here
             service.store.record_event("webhook", f"POST /webhook refused: {denied.json['error']}")
         return denied
@@ -231,6 +231,27 @@ def create_app(settings: ServerSettings | None = None) -> Flask:
         return Response(body, content_type=content_type)
 
     return app
+
+
+def _cross_site() -> Response | None:
+    """A browser's request from another site that would change something: refused (no CSRF through a user's browser).
+
+    Browsers name the page's origin on every cross-site POST, PUT, PATCH and DELETE (forms included); Label Studio,
+    the CLI and scripts send no ``Origin``. A page could otherwise make a visitor's browser start bulk jobs, change
+    tabs or settings with the server's Label Studio key, or reuse basic-auth credentials the browser remembers.
+    """
+    origin = request.headers.get("Origin")
+    if request.method in ("GET", "HEAD", "OPTIONS") or origin is None:
+        return None
+    if origin.rstrip("/") == request.host_url.rstrip("/"):
+        return None
+    return _deny_cross_site(origin)
+
+
+def _deny_cross_site(origin: str) -> Response:
+    response = jsonify(error=f"refused a {request.method} from another site's page (Origin {origin[:100]!r})")
+    response.status_code = 403
+    return response
 
 
 def _json_object() -> dict[str, Any]:

@@ -204,11 +204,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _task_ids(text: str) -> tuple[int, ...]:
+    from backend.jobs.pages import MAX_TASK_IDS
+
     ids: set[int] = set()
     try:
         for part in filter(None, (p.strip() for p in text.split(","))):
             first, _, last = part.partition("-")
-            ids.update(range(int(first), int(last or first) + 1))
+            span = range(int(first), int(last or first) + 1)
+            if len(ids) + len(span) > MAX_TASK_IDS:  # checked before the range is built
+                raise argparse.ArgumentTypeError(
+                    f"--tasks names over {MAX_TASK_IDS} tasks: select them with a Data Manager tab (--view) instead"
+                )
+            ids.update(span)
     except ValueError:
         raise argparse.ArgumentTypeError(f"task ids must look like 4,5,10-20, got {text!r}") from None
     if not ids:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from backend.log_redaction import redact
 from backend.ls_client import LabelStudioClient
 from backend.runner import Outcome
 
@@ -50,7 +51,7 @@ def report(tasks: Sequence[dict[str, Any]], outcome: Outcome, model_version: str
                 scores.setdefault(region["from_name"], {}).setdefault(label, []).append(float(region.get("score", 0)))
         score = entry.get("score") if isinstance(entry, dict) else None
         rows.append({"id": task.get("id"), "regions": len(result), "score": score, "result": result})
-    failed = {str(task): reasons for task, reasons in outcome.failed.items()}
+    failed = {str(task): [redact(reason) for reason in reasons] for task, reasons in outcome.failed.items()}
     failed.update({str(task): [outcome.stop_reason or "not reached"] for task in outcome.unreached})
     labels = {control: {label: _distribution(v) for label, v in found.items()} for control, found in scores.items()}
     return {"model_version": model_version, "tasks": rows, "labels": labels, "failed": failed}

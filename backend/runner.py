@@ -41,7 +41,7 @@ from backend.prompts import ExampleRef
 from backend.ranking.evidence import Evidence, box_evidence, choice_evidence
 from backend.ranking.strategies import rank_score
 from backend.refine.fusion import Member, weighted_boxes_fusion
-from backend.refine.tiling import Tiling, merge_tiles, windows
+from backend.refine.tiling import MAX_TILES, Tiling, merge_tiles, windows
 from backend.refine.verify import class_shares, crops, verdicts
 from backend.segmentation import finish_masks, mask_regions
 from model_adapters.base import Adapter, ExamplePrompt, Query, Task
@@ -425,10 +425,17 @@ class Runner:
                 corners.append((0.0, 0.0))
                 continue
             sx, sy = image.scale_xy
+            cut = windows(width, height, _in_pixels(tiling, image))
+            if len(cut) > MAX_TILES:  # a setting must not turn one image into hours of forwards
+                state.errors.append(
+                    f"detection.tiling cuts this {image.size_wh[0]}x{image.size_wh[1]} image into {len(cut)} tiles, "
+                    f"over {MAX_TILES}: use a larger tile or less overlap"
+                )
+                continue
             if tiling.whole:
                 views.append((state, image))
                 corners.append((0.0, 0.0))
-            for x0, y0, x1, y1 in windows(width, height, _in_pixels(tiling, image)):
+            for x0, y0, x1, y1 in cut:
                 tile = FetchedImage(image.pixels[y0:y1, x0:x1], (round((x1 - x0) * sx), round((y1 - y0) * sy)))
                 views.append((state, tile))
                 corners.append((x0 * sx, y0 * sy))

@@ -252,7 +252,12 @@ class PrelabelService:
         return None if self.jobs.store.request_cancel(job_id) is None else self.job(job_id)
 
     def _repredict_after_fit(self, record: ProjectRecord, version: str) -> None:
-        """The closing loop (``backend.ranking.closing_loop``): a new version re-predicts the most uncertain tasks."""
+        """The closing loop (``backend.ranking.closing_loop``), beside the fit thread: ranking reads the project."""
+        if ranking_settings(record.extra_params).repredict:
+            threading.Thread(target=self._repredict, args=(record, version), name="repredict", daemon=True).start()
+
+    def _repredict(self, record: ProjectRecord, version: str) -> None:
+        """A new version re-predicts the project's most uncertain unlabelled tasks, as a bulk job."""
         count = ranking_settings(record.extra_params).repredict
         pid = project_id(record.project)
         ls = self.label_studio(record)
@@ -379,7 +384,8 @@ class PrelabelService:
             )  # fmt: skip
         except LabelStudioAPIError as exc:
             raise BadRequest(f"could not read project {pid}'s annotations: {exc}") from None
-        gauges.publish(report)
+        if version in self.store.versions(str(pid)) and report["annotations"]:  # not one series per caller's guess
+            gauges.publish(report)
         if version is not None and report["annotations"]:  # a report of one version that compared something
             self.store.add_review(pid, version, summary(report))
         report["history"] = versions(self.store.reviews(pid))
@@ -441,7 +447,11 @@ class PrelabelService:
             tasks = first_tasks(ls, project_id, count)
         except LabelStudioAPIError as exc:
             raise BadRequest(f"could not read project {project_id}'s tasks: {exc}") from None
-        outcome = self.runner.predict(tasks, plan, ls, RequestBudget(self.settings.predict_budget, client_gone))
+        try:
+            outcome = self.runner.predict(tasks, plan, ls, RequestBudget(self.settings.predict_budget, client_gone))
+        finally:
+            if trial:  # models only the trial asked for do not stay loaded
+                self.pool.retain(self._specs_in_use())
         return report(tasks, outcome, plan.model_version)
 
     def _record_from_label_studio(self, pid: int) -> ProjectRecord:

@@ -64,8 +64,9 @@ def project_id(project: str | int | None) -> int | None:
     """The numeric id in Label Studio's ``"<id>.<epoch>"`` project key, or ``None``."""
     if project is None:
         return None
-    head = str(project).split(".", 1)[0]
-    return int(head) if head.isdigit() and len(head) <= 18 else None  # SQLite integers are 64-bit
+    head, _, tail = str(project).partition(".")
+    ascii_digits = head.isascii() and head.isdigit() and (not tail or (tail.isascii() and tail.isdigit()))
+    return int(head) if ascii_digits and len(head) <= 18 else None  # SQLite integers are 64-bit
 
 
 @dataclass(frozen=True)

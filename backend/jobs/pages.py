@@ -18,9 +18,12 @@ from typing import Any
 from backend.errors import BadRequest
 from backend.ls_client import LabelStudioClient
 
-__all__ = ["JobFilter", "Page", "read_page", "skip_reason"]
+__all__ = ["MAX_TASK_IDS", "JobFilter", "Page", "read_page", "skip_reason"]
 
 _ID_AFTER = "filter:tasks:id"
+
+
+MAX_TASK_IDS = 100_000  # a job's named tasks are stored and checked on every retrieve: a tab selects more
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,11 @@ class JobFilter:
             if not ids:
                 raise BadRequest("'task_ids' is empty: leave it out to cover the whole project")
             ids = tuple(sorted(set(ids)))
+            if len(ids) > MAX_TASK_IDS:
+                raise BadRequest(
+                    f"'task_ids' names {len(ids)} tasks, over {MAX_TASK_IDS}: for more, select them with a Data "
+                    "Manager tab ('view') or cover the whole project"
+                )
         flags = {}
         for key, default in (("without_annotations", True), ("without_predictions", False)):
             value = body.get(key, default)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.jobs.pages import JobFilter
+from backend.log_redaction import redact
 from backend.sqlite_file import SQLiteFile
 
 __all__ = ["Counts", "Job", "JobStore", "worker_name"]
@@ -140,6 +141,8 @@ class JobStore:
 
     def get(self, job_id: int) -> Job | None:
         """The job, or ``None``."""
+        if not 0 < job_id < 2**63:  # SQLite integers are 64-bit: no such job
+            return None
         row = self._db.run(lambda db: db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone())
         return None if row is None else _job(row)
 
@@ -240,7 +243,7 @@ class JobStore:
             if changed:
                 db.executemany(
                     "INSERT OR REPLACE INTO job_failures VALUES (?, ?, ?)",
-                    [(job_id, task, reason) for task, reason in counts.failures.items()],
+                    [(job_id, task, redact(reason)) for task, reason in counts.failures.items()],
                 )
             return bool(changed)
 
@@ -253,6 +256,7 @@ class JobStore:
     def finish(self, job_id: int, worker: str | None, state: str, error: str | None = None) -> None:
         """End a job (``done``, ``failed``, ``cancelled``) and release it."""
         holder = "" if worker is None else " AND (claimed_by = ? OR claimed_by IS NULL)"
+        error = None if error is None else redact(error)  # reasons quote URLs: no presigned signature is kept
         args: tuple[Any, ...] = (state, error, time.time(), job_id) + (() if worker is None else (worker,))
         self._db.run(
             lambda db: db.execute(
@@ -273,6 +277,8 @@ class JobStore:
 
     def request_cancel(self, job_id: int) -> Job | None:
         """Ask a job to stop: a queued or unheld one is cancelled at once, a running one after its current batch."""
+        if not 0 < job_id < 2**63:
+            return None
 
         def work(db: sqlite3.Connection) -> None:
             db.execute("UPDATE jobs SET cancel = 1 WHERE id = ? AND state IN ('queued', 'running')", (job_id,))

@@ -77,13 +77,14 @@ def ensure_tab(ls: LabelStudioClient, project_id: int, tab: dict[str, Any]) -> d
 def score_source(ls: LabelStudioClient, project_id: int, known: Sequence[str] = ()) -> str | None:
     """Make the project's prediction scores those of its backend's current version; that version (``None``: none).
 
-    The backend is the project's ML backend whose version this server made (``known``), else its only one.
+    The backend is the project's ML backend whose version this server made (``known``); a project whose backend
+    serves no version of this server's is left as it is.
 
     Raises:
         LabelStudioAPIError: Label Studio refused or could not be reached; the message names the call.
     """
     version = backend_version(ls, project_id, known)
-    if version is None:
+    if version is None or version not in known:  # only versions this server made: never another backend's project
         return None
     project = ls.get_json(f"/api/projects/{project_id}/")
     if project.get("model_version") != version:

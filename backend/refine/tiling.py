@@ -20,9 +20,10 @@ import supervision as sv
 
 from model_adapters.base import SettingsError
 
-__all__ = ["AUTO_ABOVE", "Tiling", "merge_tiles", "windows"]
+__all__ = ["AUTO_ABOVE", "MAX_TILES", "Tiling", "merge_tiles", "windows"]
 
 AUTO_ABOVE = 2048  # ``"tiling": "auto"``: images whose longer side exceeds this are tiled
+MAX_TILES = 256  # per image, more is refused for that task (a 10000x10000 image at the default settings is 144)
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,8 @@ class Tiling:
     merge_ios: float = 0.5
 
     def __post_init__(self) -> None:
-        if not 64 <= self.tile <= 16384:
-            raise SettingsError(f"tile must be between 64 and 16384 pixels, got {self.tile!r}")
+        if not 256 <= self.tile <= 16384:
+            raise SettingsError(f"tile must be between 256 and 16384 pixels, got {self.tile!r}")
         if not 0.0 <= self.overlap <= 0.5:
             raise SettingsError(f"overlap must be between 0 and 0.5, got {self.overlap!r}")
         if not 0 <= self.above <= 10**6:

@@ -8,6 +8,7 @@ control matches when both chose the same set of labels.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,7 +104,7 @@ def match_regions(predicted: Iterable[Mapping[str, Any]], annotated: Iterable[Ma
     for control in controls:
         guess = [r for r in predicted if r.get("type") == "choices" and r.get("from_name") == control]
         truth = [r for r in annotated if r.get("type") == "choices" and r.get("from_name") == control]
-        score = float(guess[0]["score"]) if guess and isinstance(guess[0].get("score"), int | float) else None
+        score = _finite(guess[0].get("score")) if guess else None
         choices.append(ChoiceMatch(str(control), frozenset(_labels_of(guess)), frozenset(_labels_of(truth)), score))
     return Matching(tuple(objects), tuple(choices))
 
@@ -149,8 +150,8 @@ def _shape(region: Mapping[str, Any], kind: str) -> tuple[float, list[float], np
     shape = region_shape(region, kind)
     if shape is None:
         return None
-    score = region.get("score")
-    return (float(score) if isinstance(score, int | float) else 1.0), shape[0], shape[1]
+    score = _finite(region.get("score"))
+    return (1.0 if score is None else score), shape[0], shape[1]
 
 
 def _labels(region: Mapping[str, Any]) -> list[str]:
@@ -165,3 +166,10 @@ def _labels_of(regions: Iterable[Mapping[str, Any]]) -> list[str]:
 
 def _is(region: Mapping[str, Any], control: Any, kind: str, label: str) -> bool:
     return region.get("from_name") == control and region.get("type") == kind and label in _labels(region)
+
+
+def _finite(score: object) -> float | None:
+    """A stored region score as a number in [0, 1], or ``None`` when there is none (or it is NaN or infinite)."""
+    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+        return None
+    return min(max(float(score), 0.0), 1.0)

@@ -74,10 +74,10 @@ def test_a_new_version_queues_its_most_uncertain_tasks_and_the_tab_follows_it(
     assert version != old.model_version
     record = service.store.find(PROJECT_ID)
 
-    service._repredict_after_fit(record, version)
+    service._repredict(record, version)
     (job,) = service.jobs.store.active(PROJECT_ID)
     assert job.origin == ORIGIN and job.filter.task_ids == (3, 4, 6)  # 4 never predicted, 6 at 0.1, 3 at 0.2
-    service._repredict_after_fit(record, version)  # the same tasks again: the unfinished job answers
+    service._repredict(record, version)  # the same tasks again: the unfinished job answers
     assert len(service.jobs.store.active(PROJECT_ID)) == 1
 
     done = service.jobs.run_next()

@@ -242,3 +242,16 @@ def test_a_job_scores_tasks_as_predict_does_ranking_included(
     # both: learned {Car} against zero-shot {Car, Person}: 2 x 1 / (1 + 2); red: the same box on both sides
     assert [stored[1][0]["score"], stored[2][0]["score"]] == pytest.approx([2 / 3, 1.0])
     assert stored[1][0]["model_version"].endswith("-fit1")
+
+
+def test_failure_reasons_keep_no_presigned_signature(
+    tmp_path: Path, fake_ls: FakeLabelStudio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_ls.tasks[6]["data"]["image"] = "http://127.0.0.1:9/x.png?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=deadbeef"
+    client = make_client(tmp_path, fake_ls.url, monkeypatch, media_allowed_hosts=frozenset({"127.0.0.1"}))
+    job_id = client.post("/jobs", json={"project": PROJECT_ID, "task_ids": [5, 6]}).json["id"]
+    client.service.jobs.run_next()
+    body = client.get(f"/jobs/{job_id}").json
+    assert [f["task"] for f in body["failures"]] == [6] and "[REDACTED]" in body["failures"][0]["reason"]
+    for text in (str(body), client.get("/").text):
+        assert "deadbeef" not in text and "AKIAEXAMPLE" not in text

@@ -52,7 +52,7 @@ def test_tiling_forms(raw: object, want: Tiling | None) -> None:
         ({"models": [{"model": DETECTOR, "tiling": "auto"}]}, "'tiling' belongs to the detection section"),
         ({"models": [{"model": "clip"}]}, "does classification, not detection"),
         ({"models": [{"model": DETECTOR}], "bogus": 1}, "unknown setting 'bogus' for any member"),
-        ({"model": DETECTOR, "tiling": {"tile": 8}}, "tile must be between 64 and 16384"),
+        ({"model": DETECTOR, "tiling": {"tile": 8}}, "tile must be between 256 and 16384"),
         ({"model": DETECTOR, "tiling": "always"}, 'tiling must be "auto", true, false'),
         ({"model": DETECTOR, "verify": {"model": DETECTOR}}, "does detection, not classification"),
         ({"model": DETECTOR, "verify": {"model": ColourClassifier.name, "action": "keep"}}, 'action must be "drop"'),

@@ -169,3 +169,17 @@ def test_grounded_segmentation_masks_the_boxes_its_tiled_detector_found(tmp_path
     assert client.post("/setup", json={"project": "1.1", "schema": config, "extra_params": extra}).status_code == 200
     (entry,) = client.post("/predict", json={"project": "1.1", "tasks": [make_task(1, uri(image))]}).json["results"]
     assert [r["value"]["brushlabels"] for r in entry["result"]] == [["Car"]] * len(SQUARES)  # one mask per square
+
+
+def test_tiling_that_would_cut_an_image_into_too_many_tiles_refuses_that_task(tmp_path: Path) -> None:
+    client: FlaskClient = create_app(ServerSettings(model_dir=tmp_path, preload_projects=0)).test_client()
+    # 3000 x 2000 at 256-px tiles sharing half: x ceil(2744 / 128) + 1 = 23, y ceil(1744 / 128) + 1 = 15: 345 tiles
+    extra = {"prompts": PROMPTS, "detection": {"model": ColourDetector.name,
+                                               "tiling": {"tile": 256, "overlap": 0.5}}}  # fmt: skip
+    assert client.post("/setup", json={"project": "1.1", "schema": CONFIG, "extra_params": extra}).status_code == 200
+    ColourDetector.inputs.clear()
+    tasks = [make_task(1, uri(canvas(3000, 2000))), make_task(2, uri(canvas(600, 400)))]
+    results = client.post("/predict", json={"project": "1.1", "tasks": tasks}).json["results"]
+    assert results[0] == [] and isinstance(results[1], dict)  # the small image (6 tiles) is still predicted
+    assert all(max(shape[:2]) <= 600 for shape in ColourDetector.inputs)  # not one tile of the large image ran
+    assert "into 345 tiles, over 256: use a larger tile or less overlap" in client.get("/").text

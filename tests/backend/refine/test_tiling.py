@@ -21,7 +21,7 @@ def test_windows_of_a_3000_by_2000_image_by_hand() -> None:
     assert len(tiles) == 12 and all(x1 - x0 == 1024 and y1 - y0 == 1024 for x0, y0, x1, y1 in tiles)
 
 
-@given(width=st.integers(1, 9000), height=st.integers(1, 9000), tile=st.integers(64, 2048),
+@given(width=st.integers(1, 9000), height=st.integers(1, 9000), tile=st.integers(256, 2048),
        overlap=st.floats(0, 0.5))  # fmt: skip
 def test_windows_cover_the_image_with_the_overlap_and_stay_inside(width, height, tile, overlap) -> None:
     tiling = Tiling(tile=tile, overlap=overlap)

@@ -117,8 +117,11 @@ def label_studio(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def client_for(tmp_path: Path, ls_url: str, **settings: Any) -> Any:
+    """A server that made v0 and v1 for project 3 (the versions the fake's backend serves)."""
     app = create_app(ServerSettings(model_dir=tmp_path, preload_projects=0, label_studio_url=ls_url,
                                     label_studio_api_key="t", **settings))  # fmt: skip
+    for version in ("v0", "v1"):
+        app.extensions["prelabel"].store.add_version("3.1700000000", version)
     return app.test_client()
 
 
@@ -194,6 +197,8 @@ def test_report_sets_the_review_gauges(tmp_path: Path, label_studio: Any) -> Non
     assert 'prelabel_review_project{control="colour",metric="accuracy",model_version="v1",project="3"}' in text
     # nothing to count: no sample, not a false 0
     assert 'label="Blue",metric="precision",model_version="v1"' not in text
+    client.get("/report?project=3&version=guess")  # a version this server never made: no series of its own
+    assert 'model_version="guess"' not in client.get("/metrics").text
 
 
 def test_report_routes_are_protected_and_say_what_is_wrong(tmp_path: Path, label_studio: Any) -> None:
@@ -353,3 +358,12 @@ def test_events_of_other_kinds_or_without_label_studio_review_nothing(tmp_path: 
     bare = create_app(ServerSettings(model_dir=tmp_path / "bare", preload_projects=0)).test_client()
     bare.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": {"id": 3}, "annotations": [{"id": 7}]})
     assert bare.application.extensions["prelabel"].reviews.run_due() == []
+
+
+def test_label_next_leaves_the_version_of_a_project_served_by_another_backend_alone(
+    tmp_path: Path, label_studio: Any
+) -> None:
+    label_studio.served = "another-backends-version"
+    made = client_for(tmp_path, label_studio.url).post("/label-next?project=3")
+    assert made.status_code == 200 and made.json["scores_from"] is None
+    assert label_studio.project_version == "prelabel"  # what annotators see is not changed
