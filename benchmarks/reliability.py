@@ -1141,8 +1141,9 @@ def section_ssrf(h: Harness, rng: random.Random, count: int) -> list[Row]:
     xxe_status = post_json(make_session(), h.url, "/setup", {"project": "602.1", "schema": xxe_config}).status
     model_url = {"detection": {"model_id": f"http://127.0.0.1:{h.attacker.port}/model.pth"}}
     post_json(make_session(), h.url, "/setup", {"project": "603.1", "schema": config, "extra_params": model_url})
-    # Controls: fetches that must work (and carry the token to Label Studio only), so "blocked" is not vacuous.
-    controls = ["/data/upload/1/a.png", "s3://bucket/ok/a.png", f"{h.ls.url}/redirect?code=302&to=/data/upload/2/b.png",
+    # Controls: fetches that must work (and carry the token to Label Studio only), so "blocked" is not vacuous. Label
+    # Studio's media paths only: a task naming another Label Studio path (its API, a redirect) is refused by design.
+    controls = ["/data/upload/1/a.png", "s3://bucket/ok/a.png", f"{h.ls.url}/data/upload/2/b.png",
                 f"{h.ls.url}/data/upload/3/c.png"]  # fmt: skip
     control = h.predict(make_session(), "601.1700000000", config, controls)
     controls_ok = control.status == 200 and all(isinstance(r, dict) for r in control.body["results"])
