@@ -31,7 +31,14 @@ import supervision as sv
 from PIL import Image, ImageDraw
 
 from model_adapters.base import CLASS_NAME_DATA_FIELD, Adapter, Query, Task
-from model_adapters.generative import Generation, GroundingParams, detections_from_regions, generate, span_score
+from model_adapters.generative import (
+    Generation,
+    GroundingParams,
+    answer_regions,
+    detections_from_regions,
+    generate,
+    span_score,
+)
 from model_adapters.registry import register_adapter
 from model_adapters.torch_utils import CHANNELS_LAST, load_transformers_model
 
@@ -115,10 +122,7 @@ class Florence2(Adapter[Florence2Params]):
         for b, image in enumerate(images):
             regions = []
             for answers in raw:
-                try:
-                    regions += self.regions(answers[b], image, TASK_TOKENS[query.params.task])
-                except (ValueError, IndexError) as exc:
-                    logger.warning("florence2: unreadable answer for image %d of its batch (%s); no regions", b, exc)
+                regions += answer_regions(self.name, b, self.regions, answers[b], image, TASK_TOKENS[query.params.task])
             out.append(
                 detections_from_regions(
                     regions, query.prompts, image, threshold=query.params.score_threshold, owner=self.name

@@ -28,6 +28,7 @@ from model_adapters.base import CLASS_NAME_DATA_FIELD
 __all__ = [
     "Generation",
     "GroundingParams",
+    "answer_regions",
     "detections_from_regions",
     "generate",
     "input_frame",
@@ -212,6 +213,17 @@ def match_prompt(phrase: str, prompts: Sequence[str]) -> int | None:
         return normalised.index(words)
     ends = [(len(n), -i) for i, n in enumerate(normalised) if n and words[-len(n) :] == n]
     return -max(ends)[1] if ends else None
+
+
+def answer_regions(
+    owner: str, image_index: int, read: Callable[..., list[tuple[str, tuple[float, ...], float]]], *args: Any
+) -> list[tuple[str, tuple[float, ...], float]]:
+    """``read(*args)``: one answer's regions; none, with a warning, when its markup cannot be read (the batch goes on)."""
+    try:
+        return read(*args)
+    except (ValueError, IndexError) as exc:
+        logger.warning("%s: unreadable answer for image %d of its batch (%s); no regions", owner, image_index, exc)
+        return []
 
 
 def detections_from_regions(

@@ -15,7 +15,6 @@ phrase and its two patch-index tokens (in ``per_prompt`` mode the phrase is the 
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from model_adapters.base import Adapter, Query, Task
 from model_adapters.generative import (
     Generation,
     GroundingParams,
+    answer_regions,
     detections_from_regions,
     generate,
     input_frame,
@@ -38,8 +38,6 @@ from model_adapters.registry import register_adapter
 from model_adapters.torch_utils import CHANNELS_LAST, load_transformers_model
 
 __all__ = ["Kosmos2", "Kosmos2Params"]
-
-logger = logging.getLogger(__name__)
 
 DESCRIBE_PROMPT = "<grounding>An image of"
 # The grounded-entity markup Kosmos-2 writes: an optional phrase, then one or more patch-index pairs.
@@ -111,10 +109,7 @@ class Kosmos2(Adapter[Kosmos2Params]):
         for b, image in enumerate(images):
             regions = []
             for answers in raw:
-                try:
-                    regions += self.regions(answers[b], image)
-                except (ValueError, IndexError) as exc:
-                    logger.warning("kosmos2: unreadable answer for image %d of its batch (%s); no regions", b, exc)
+                regions += answer_regions(self.name, b, self.regions, answers[b], image)
             out.append(
                 detections_from_regions(
                     regions, query.prompts, image, threshold=query.params.score_threshold, owner=self.name
